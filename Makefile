@@ -1,0 +1,37 @@
+# The two commands: `make demo` and `make test`. Both create or reuse .venv, install the project
+# (editable, so Ray's processes import it) and generate the protobuf code first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.twinray-installed
+PROTOS := $(wildcard protos/twinray/v1/*.proto)
+PROTO_OUT := $(PROTOS:.proto=_pb2.py)
+
+export RAY_USAGE_STATS_ENABLED ?= 0
+export RAY_AUTH_MODE ?= disabled
+
+.PHONY: install proto demo test benchmark clean
+
+install: $(STAMP) proto
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+proto: $(PROTO_OUT)
+
+protos/twinray/v1/%_pb2.py: protos/twinray/v1/%.proto $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=protos --pyi_out=protos --grpc_python_out=protos $<
+
+demo: install
+	$(BIN)/twinray demo
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+benchmark: install
+	$(BIN)/python -m benchmarks.segmentation_serving
+
+clean:
+	rm -rf $(VENV) .twinray reports protos/twinray/v1/*_pb2*.py protos/twinray/v1/*_pb2.pyi

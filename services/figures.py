@@ -1,0 +1,34 @@
+"""PNG figures a person looks at instead of reading numbers (demo and reports)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from shared.anatomy import ANATOMY_CLASSES  # noqa: E402
+
+
+def segmentation_figure(cases: list[tuple[np.ndarray, np.ndarray, np.ndarray, float]], path: Path) -> Path:
+    """One row per case: image, ground-truth anatomy, predicted anatomy (with its Dice)."""
+    fig, axes = plt.subplots(len(cases), 3, figsize=(9, 3 * len(cases)), squeeze=False)
+    cmap = plt.get_cmap("tab10", len(ANATOMY_CLASSES))
+    for row, (image, truth, pred, dice) in zip(axes, cases):
+        row[0].imshow(image, cmap="gray", vmin=0, vmax=1)
+        row[0].set_title("input")
+        for ax, labels, title in ((row[1], truth, "ground truth"), (row[2], pred, f"prediction (Dice {dice:.3f})")):
+            ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+            ax.imshow(np.ma.masked_equal(labels, 0), cmap=cmap, vmin=0, vmax=len(ANATOMY_CLASSES) - 1, alpha=0.55)
+            ax.set_title(title)
+        for ax in row:
+            ax.axis("off")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

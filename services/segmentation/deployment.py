@@ -1,0 +1,34 @@
+"""Ray Serve deployment of the Segmentation service, reached through Serve's gRPC ingress."""
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+
+from shared.config import Settings
+from shared.telemetry import configure_tracing
+from services.common.errors import grpc_method
+from services.segmentation.servicer import SegmentationServicer
+from twinray.v1 import segmentation_pb2
+
+
+@serve.deployment(name="Segmentation", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=16)
+class SegmentationDeployment:
+    def __init__(self, model_version: str = "latest") -> None:
+        settings = Settings.from_env()
+        configure_tracing(settings, "twinray-segmentation")
+        self.servicer = SegmentationServicer(settings, model_version=model_version)
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """`user_config: {model_version: "3"}` switches the pinned version without a restart."""
+        if "model_version" in user_config:
+            self.servicer.models.repin(str(user_config["model_version"]))
+
+    @grpc_method(segmentation_pb2.SegmentResponse)
+    async def Segment(self, request: segmentation_pb2.SegmentRequest, grpc_context: Any) -> segmentation_pb2.SegmentResponse:
+        return self.servicer.segment(request, grpc_context.invocation_metadata())
+
+
+def build_app(args: dict[str, Any]) -> serve.Application:
+    """Application builder named in the Serve config: `args: {model_version: "latest"}`."""
+    return SegmentationDeployment.bind(model_version=str(args.get("model_version", "latest")))

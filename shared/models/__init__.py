@@ -1,0 +1,1 @@
+"""Plain torch modules, used unchanged by training (Ray Train) and serving (Ray Serve)."""

