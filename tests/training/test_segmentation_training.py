@@ -38,3 +38,29 @@ def test_eval_cli_prints_one_json_object(trained_segmenter, phantom_dataset, cap
     report = json.loads(capsys.readouterr().out)
     assert set(report["per_class"]) >= {"lung_right", "lung_left", "heart"}
     assert 0.0 <= report["mean_dice"] <= 1.0
+
+
+def test_checkpoints_and_the_published_version_land_in_s3(ray_cluster, moto_s3, twinray_settings, tmp_path):
+    """The MinIO path end to end: dataset, Ray Train checkpoints (pyarrow S3 filesystem) and registry."""
+    import dataclasses
+
+    from shared.models.segmenter import SegmenterConfig
+    from shared.phantoms.dataset import write_phantom_dataset
+    from training.segmentation import SegmentationTrainConfig, train_segmentation
+
+    bucket = f"ckpt-{tmp_path.name[-8:].lower().replace('_', '-')}"
+    settings = dataclasses.replace(
+        twinray_settings,
+        store_endpoint=moto_s3.endpoint,
+        store_access_key=moto_s3.access_key,
+        store_secret_key=moto_s3.secret_key,
+        store_bucket=bucket,
+    )
+    store = open_store(settings)
+    write_phantom_dataset(store, "s3-phantoms", size=64, splits={"train": 8, "val": 4, "test": 4}, seed=3, progress=False)
+    config = SegmentationTrainConfig(dataset="s3-phantoms", epochs=1, batch_size=4, model=SegmenterConfig(channels=(4, 8)))
+    version = train_segmentation(settings, config)
+
+    assert version.manifest_ref.bucket == bucket
+    assert ModelRegistry(store).load("segmentation", version.version).config["input_size"] == 64
+    assert any(key.endswith("model.pt") for key in store.list("checkpoints/"))

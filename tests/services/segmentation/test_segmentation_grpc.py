@@ -151,3 +151,17 @@ def test_unreachable_artifact_store_is_unavailable(grpc_channel, twinray_setting
         deploy(twinray_settings)  # back to the shipped config
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert str(closed_port) in info.value.details()
+
+
+def test_cli_client_writes_the_label_map(grpc_channel, twinray_settings, tmp_path, capsys):
+    from services.cli import main
+
+    image = tmp_path / "chest.png"
+    image.write_bytes(_phantom_png(72))
+    out = tmp_path / "labels.png"
+    address = f"127.0.0.1:{twinray_settings.grpc_port}"
+    assert main(["client", "segment", str(image), "--out", str(out), "--address", address, "--spacing", "0.5", "0.5"]) == 0
+    assert decode_label_png(out.read_bytes()).shape == (72, 72)
+    assert "lung_right" in capsys.readouterr().out
+    assert main(["client", "segment", str(image), "--out", str(out), "--address", address, "--version", "404"]) == 1
+    assert "NOT_FOUND" in capsys.readouterr().err
