@@ -66,9 +66,11 @@ def fit(
     workers: int,
     use_gpu: bool,
     score_metric: str,
-    cpus_per_worker: int = 1,
 ) -> ray.train.Result:
-    """Run `train_loop` on `workers` Ray Train workers (gloo on CPU, NCCL on GPU) and return the result."""
+    """Run `train_loop` on `workers` Ray Train workers (gloo on CPU, NCCL on GPU) and return the result.
+    On CPU the workers share the CPUs free right now (Serve replicas may hold some)."""
+    free_cpus = int(ray.available_resources().get("CPU", 1))
+    cpus_per_worker = 1 if use_gpu else max(1, free_cpus // workers)
     storage_path, storage_fs = checkpoint_storage(settings)
     trainer = TorchTrainer(
         train_loop,

@@ -10,7 +10,6 @@ import dataclasses
 import time
 from typing import Any
 
-import ray
 import ray.train
 import ray.train.torch
 import torch
@@ -114,7 +113,6 @@ def train_segmentation(settings: Settings, config: SegmentationTrainConfig) -> M
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, input_size=size))
     harness.ensure_ray(settings)
     loop_config = {**dataclasses.asdict(config), "model": config.model.to_dict()}
-    cpus = 1 if config.use_gpu else max(1, int(ray.cluster_resources().get("CPU", 1) // config.workers))
     result = harness.fit(
         train_loop,
         loop_config=loop_config,
@@ -123,7 +121,6 @@ def train_segmentation(settings: Settings, config: SegmentationTrainConfig) -> M
         workers=config.workers,
         use_gpu=config.use_gpu,
         score_metric=SCORE,
-        cpus_per_worker=cpus,
     )
     state, metrics = harness.best_state(result, SCORE)
     registry = ModelRegistry(open_store(settings))
