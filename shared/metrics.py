@@ -21,3 +21,21 @@ def summarise_dice(dice: torch.Tensor, class_names: tuple[str, ...]) -> dict:
         "mean_dice": float(torch.nanmean(per_class)),
         "per_class": {name: round(float(value), 4) for name, value in zip(names, per_class)},
     }
+
+
+def twin_similarity(twin: torch.Tensor, true_twin: torch.Tensor, lesion_mask: torch.Tensor) -> dict[str, float]:
+    """SSIM and PSNR (data range 1) of twins (N,1,H,W) to the true twins, over the whole image and
+    outside the lesions (the part a twin must leave untouched). Means over images."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    _, ssim_map = structural_similarity_index_measure(twin, true_twin, data_range=1.0, return_full_image=True, reduction="none")
+    outside = (~lesion_mask.bool())[:, None].float()
+    squared = (twin - true_twin).square()
+    mse = squared.flatten(1).mean(dim=1)
+    mse_outside = (squared * outside).flatten(1).sum(dim=1) / outside.flatten(1).sum(dim=1).clamp_min(1.0)
+    return {
+        "ssim": float(ssim_map.flatten(1).mean(dim=1).mean()),
+        "ssim_outside_lesion": float(((ssim_map * outside).flatten(1).sum(dim=1) / outside.flatten(1).sum(dim=1).clamp_min(1.0)).mean()),
+        "psnr": float((10 * torch.log10(1.0 / mse.clamp_min(1e-10))).mean()),
+        "psnr_outside_lesion": float((10 * torch.log10(1.0 / mse_outside.clamp_min(1e-10))).mean()),
+    }

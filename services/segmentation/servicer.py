@@ -12,12 +12,13 @@ from opentelemetry import trace
 
 from shared.anatomy import ANATOMY_CLASSES
 from shared.config import Settings
-from shared.imaging import ImageLimits, encode_label_png, logits_to_labels, to_model_input
+from shared.imaging import ImageLimits, logits_to_labels, to_model_input
 from shared.models.segmenter import segmenter_from_weights
 from shared.registry import ModelRegistry
 from shared.storage import open_store
 from shared.telemetry import context_from_metadata, current_trace_id, model_span, tracer
 from services.common.image_input import decode_image_message
+from services.common.messages import anatomy_label_map
 from services.common.models import ModelCache
 from twinray.v1 import common_pb2, segmentation_pb2
 
@@ -54,14 +55,8 @@ class SegmentationServicer:
     ) -> segmentation_pb2.SegmentResponse:
         counts = np.bincount(labels.ravel(), minlength=len(ANATOMY_CLASSES))
         pixel_mm2 = spacing[0] * spacing[1] if spacing else 0.0
-        height, width = labels.shape
         return segmentation_pb2.SegmentResponse(
-            label_map=common_pb2.LabelMap(
-                height=height,
-                width=width,
-                png=encode_label_png(labels),
-                classes=[common_pb2.LabelClass(index=i, name=n) for i, n in enumerate(ANATOMY_CLASSES)],
-            ),
+            label_map=anatomy_label_map(labels),
             areas=[
                 segmentation_pb2.ClassArea(
                     index=i, name=n, pixels=int(counts[i]), area_mm2=float(counts[i]) * pixel_mm2, spacing_known=bool(spacing)

@@ -16,3 +16,16 @@ def test_dice_values_and_absent_classes():
     summary = summarise_dice(dice, ("background", "a", "b"))
     assert math.isclose(summary["mean_dice"], 2 / 3, rel_tol=1e-6)
     assert set(summary["per_class"]) == {"a", "b"}
+
+
+def test_twin_similarity_separates_inside_and_outside_the_lesion():
+    from shared.metrics import twin_similarity
+
+    true_twin = torch.rand(2, 1, 48, 48)
+    lesion = torch.zeros(2, 48, 48, dtype=torch.bool)
+    lesion[:, 10:20, 10:20] = True
+    changed = true_twin.clone()
+    changed[:, :, 10:20, 10:20] = (changed[:, :, 10:20, 10:20] + 0.3).clamp(0, 1)
+    perfect, off = twin_similarity(true_twin, true_twin, lesion), twin_similarity(changed, true_twin, lesion)
+    assert perfect["ssim"] > 0.999 and off["ssim"] < perfect["ssim"]
+    assert off["psnr"] < 40 and off["psnr_outside_lesion"] >= 99  # untouched outside the lesion

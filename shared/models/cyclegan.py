@@ -1,0 +1,125 @@
+"""CycleGAN networks (Zhu et al. 2017) for unpaired abnormal <-> normal chest X-ray translation.
+
+The generator is the paper's ResNet generator with two changes that suit "remove the disease, keep
+the person": it predicts a RESIDUAL added to its input (a tanh head whose weights start at zero, so
+an untrained translator is exactly the identity and training only has to learn what to change), and
+it upsamples by resize + convolution instead of transposed convolutions (no checkerboard artefacts
+in the residual map that the detector later reads). The discriminator is the paper's PatchGAN.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclasses.dataclass(frozen=True)
+class TranslatorConfig:
+    input_size: int = 128
+    channels: int = 16  # after the input convolution; doubled at each downsampling
+    n_res_blocks: int = 4
+    downsamplings: int = 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TranslatorConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _conv_norm_relu(in_ch: int, out_ch: int, kernel: int, stride: int = 1) -> list[nn.Module]:
+    return [
+        nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=kernel // 2, padding_mode="reflect"),
+        nn.InstanceNorm2d(out_ch, affine=True),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            *_conv_norm_relu(channels, channels, 3),
+            nn.Conv2d(channels, channels, 3, padding=1, padding_mode="reflect"),
+            nn.InstanceNorm2d(channels, affine=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class ResidualTranslator(nn.Module):
+    """Image (N,1,S,S) in [0,1] -> translated image clamp(x + tanh(head), 0, 1), same shape.
+    S must be a multiple of 2**downsamplings."""
+
+    def __init__(self, config: TranslatorConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config.channels
+        layers = _conv_norm_relu(1, c, 7)
+        for i in range(config.downsamplings):
+            layers += _conv_norm_relu(c << i, c << (i + 1), 3, stride=2)
+        layers += [_ResBlock(c << config.downsamplings) for _ in range(config.n_res_blocks)]
+        for i in reversed(range(config.downsamplings)):
+            layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)]
+            layers += _conv_norm_relu(c << (i + 1), c << i, 3)
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Conv2d(c, 1, 7, padding=3, padding_mode="reflect")
+        nn.init.zeros_(self.head.weight)  # start as the identity translation
+        nn.init.zeros_(self.head.bias)
+
+    def residual(self, image: torch.Tensor) -> torch.Tensor:
+        """The change in [-1, 1] that `forward` adds to `image`."""
+        return torch.tanh(self.head(self.body(image * 2.0 - 1.0)))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        side = 1 << self.config.downsamplings
+        if image.ndim != 4 or image.shape[1] != 1 or image.shape[-1] % side or image.shape[-2] % side:
+            raise ValueError(f"expected (N, 1, S, S) images with S a multiple of {side}, got {tuple(image.shape)}")
+        return (image + self.residual(image)).clamp(0.0, 1.0)
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN (Isola et al. 2017, used by CycleGAN): image (N,1,S,S) -> real/fake logits
+    (N,1,S/8-2,S/8-2), each judging a ~70 px patch, so it looks at texture and local shape."""
+
+    def __init__(self, channels: int = 32) -> None:
+        super().__init__()
+        c = channels
+        self.net = nn.Sequential(
+            nn.Conv2d(1, c, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(c, 2 * c, 4, stride=2, padding=1),
+            nn.InstanceNorm2d(2 * c, affine=True),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(2 * c, 4 * c, 4, stride=2, padding=1),
+            nn.InstanceNorm2d(4 * c, affine=True),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(4 * c, 8 * c, 4, stride=1, padding=1),
+            nn.InstanceNorm2d(8 * c, affine=True),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(8 * c, 1, 4, stride=1, padding=1),
+        )
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        # Per-image standardisation: exposure differs between radiographs, lesions are local.
+        mean = image.mean(dim=(2, 3), keepdim=True)
+        std = image.std(dim=(2, 3), keepdim=True).clamp_min(1e-3)
+        return self.net((image - mean) / std)
+
+
+def translator_from_weights(config: dict[str, Any], weights: bytes) -> ResidualTranslator:
+    """Rebuild the published abnormal -> normal translator, ready for inference.
+
+    `weights` is a torch-saved dict with one state dict per direction, {"abnormal_to_normal": ...,
+    "normal_to_abnormal": ...} (the layout `training.matching_pairs` publishes); only the first is used.
+    """
+    state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
+    model = ResidualTranslator(TranslatorConfig.from_dict(config))
+    model.load_state_dict(state["abnormal_to_normal"])
+    return model.eval()
