@@ -15,21 +15,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from shared.models.config import ModelConfig
+
 
 @dataclasses.dataclass(frozen=True)
-class TranslatorConfig:
+class TranslatorConfig(ModelConfig):
     input_size: int = 128
     channels: int = 16  # after the input convolution; doubled at each downsampling
     n_res_blocks: int = 4
     downsamplings: int = 2
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TranslatorConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def _conv_norm_relu(in_ch: int, out_ch: int, kernel: int, stride: int = 1) -> list[nn.Module]:

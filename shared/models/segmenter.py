@@ -14,25 +14,15 @@ from monai.networks.nets import UNet
 from torch import nn
 
 from shared.anatomy import NUM_ANATOMY_CLASSES
+from shared.models.config import ModelConfig
 
 
 @dataclasses.dataclass(frozen=True)
-class SegmenterConfig:
+class SegmenterConfig(ModelConfig):
     num_classes: int = NUM_ANATOMY_CLASSES
     input_size: int = 256
     channels: tuple[int, ...] = (16, 32, 64, 128)
     num_res_units: int = 1
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SegmenterConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        if "channels" in values:
-            values["channels"] = tuple(values["channels"])
-        return cls(**values)
 
 
 class AnatomySegmenter(nn.Module):

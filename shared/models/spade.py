@@ -22,28 +22,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from shared.anatomy import NUM_ANATOMY_CLASSES
+from shared.models.config import ModelConfig
 from shared.models.twin import full_resolution_twin, to_input_size
 
 
 @dataclasses.dataclass(frozen=True)
-class SpadeConfig:
+class SpadeConfig(ModelConfig):
     num_classes: int = NUM_ANATOMY_CLASSES
     input_size: int = 128
     channels: tuple[int, ...] = (16, 32, 64)  # encoder width per resolution level, finest first
     n_blocks: int = 2  # SPADE residual blocks at the coarsest level
     hidden: int = 32  # width of the small conv net that predicts SPADE's gamma and beta
     negative_residual: bool = True  # r <= 0: the twin may only remove density
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SpadeConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        if "channels" in values:
-            values["channels"] = tuple(values["channels"])
-        return cls(**values)
 
 
 def one_hot_anatomy(anatomy: torch.Tensor, num_classes: int) -> torch.Tensor:
