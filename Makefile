@@ -32,6 +32,7 @@ test: install
 
 benchmark: install
 	$(BIN)/python -m benchmarks.segmentation_serving
+	$(BIN)/python -m benchmarks.normal_synthesis_serving
 
 clean:
 	rm -rf $(VENV) .twinray reports protos/twinray/v1/*_pb2*.py protos/twinray/v1/*_pb2.pyi

@@ -8,65 +8,28 @@ benchmarks/reports/segmentation_serving.{json,md}.
 from __future__ import annotations
 
 import argparse
-import io
-import os
-import tempfile
-import time
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import grpc
-import torch
 
-from benchmarks.report import latency_summary, machine, write_report
+from benchmarks.common import publish_untrained, run_load, scratch_settings
+from benchmarks.report import machine, write_report
 from services.client import segment
 from services.segmentation.servicer import MODEL_NAME, SegmentationServicer
 from services.up import deploy
-from shared.config import Settings
 from shared.imaging import encode_float01_png16
 from shared.models.segmenter import AnatomySegmenter, SegmenterConfig
 from shared.phantoms.cxr import render_phantom
-from shared.registry import ModelRegistry
-from shared.storage import open_store
 from twinray.v1 import common_pb2, segmentation_pb2
-
-
-def run_load(call, requests: int, concurrency: int) -> dict[str, float]:
-    """`requests` calls spread over `concurrency` threads; per-call latency and overall throughput."""
-    for _ in range(3):
-        call()  # warm-up: model load, connection set-up
-    per_thread = max(1, requests // concurrency)
-
-    def worker(_: int) -> list[float]:
-        times = []
-        for _ in range(per_thread):
-            start = time.perf_counter()
-            call()
-            times.append(time.perf_counter() - start)
-        return times
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        latencies = [t for chunk in pool.map(worker, range(concurrency)) for t in chunk]
-    return latency_summary(latencies, time.perf_counter() - started)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=160)
     args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="twinray-bench-"))
-    os.environ.update({"TWINRAY_HOME": str(home), "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"})
-    settings = Settings.from_env()
-
+    settings = scratch_settings()
     # Speed does not depend on the weights: publish the demo architecture, untrained, in a scratch store.
-    weights = io.BytesIO()
     config = SegmenterConfig(input_size=256)
-    torch.save(AnatomySegmenter(config).state_dict(), weights)
-    ModelRegistry(open_store(settings)).publish(
-        MODEL_NAME, weights=weights.getvalue(), config=config.to_dict(), metrics={}, training={"note": "benchmark only"},
-        card="Untrained weights of the demo architecture, for latency measurement only.",
-    )
+    publish_untrained(settings, MODEL_NAME, AnatomySegmenter(config), config.to_dict())
     image = common_pb2.Image(png=encode_float01_png16(render_phantom(1, 256).image))
     request = segmentation_pb2.SegmentRequest(image=image)
 

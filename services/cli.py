@@ -6,11 +6,15 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 
 from shared.config import Settings
 from shared.errors import TwinRayError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 DATASET = "cxr-phantoms"
 SPLITS = {"train": 320, "val": 32, "test": 64}
@@ -26,15 +30,41 @@ def _data_phantoms(args: argparse.Namespace, settings: Settings) -> None:
     print(f"dataset {args.name!r}: {store.uri(f'datasets/{args.name}/manifest.json')}")
 
 
+def _train_config(config_class: type, args: argparse.Namespace, **fields: object) -> object:
+    """A training config from the common flags; --epochs, --batch-size and --lr left out keep its defaults."""
+    given = {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr}
+    return config_class(
+        dataset=args.dataset, seed=args.seed, workers=args.workers, use_gpu=args.gpus,
+        **{name: value for name, value in given.items() if value is not None}, **fields,
+    )
+
+
 def _train_segmentation(args: argparse.Namespace, settings: Settings) -> None:
     from training.segmentation import SegmentationTrainConfig, train_segmentation
 
-    config = SegmentationTrainConfig(
-        dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-        seed=args.seed, workers=args.workers, use_gpu=args.gpus,
-    )
-    version = train_segmentation(settings, config)
+    version = train_segmentation(settings, _train_config(SegmentationTrainConfig, args))
     print(f"published segmentation version {version.version}: {version.manifest_ref.key}")
+
+
+def _train_matching_pairs(args: argparse.Namespace, settings: Settings) -> None:
+    from training.matching_pairs import MatchingPairsTrainConfig, train_matching_pairs, write_pseudo_pairs
+
+    version = train_matching_pairs(settings, _train_config(MatchingPairsTrainConfig, args))
+    print(f"published matching-pairs version {version.version}: {version.manifest_ref.key}")
+    pairs = write_pseudo_pairs(settings, model_version=version.version, dataset=args.dataset)
+    counts = ", ".join(f"{count} {kind}" for kind, count in pairs["counts"].items())
+    print(f"pseudo-pairs {pairs['name']!r} ({counts}): datasets/{pairs['name']}/")
+
+
+def _train_normal_synthesis(args: argparse.Namespace, settings: Settings) -> None:
+    from training.normal_synthesis import NormalSynthesisTrainConfig, train_normal_synthesis
+
+    config = _train_config(
+        NormalSynthesisTrainConfig, args,
+        pseudo_pairs=args.pseudo_pairs or f"{args.dataset}-pseudo-pairs", segmentation_version=args.segmentation_version,
+    )
+    version = train_normal_synthesis(settings, config)
+    print(f"published normal-synthesis version {version.version}: {version.manifest_ref.key}")
 
 
 def _eval_segmentation(args: argparse.Namespace, settings: Settings) -> None:
@@ -48,6 +78,33 @@ def _eval_segmentation(args: argparse.Namespace, settings: Settings) -> None:
     for name, dice in report["per_class"].items():
         print(f"  {name:<18} Dice {dice:.4f}")
     print(f"  {'mean':<18} Dice {report['mean_dice']:.4f}")
+
+
+TWIN_METHODS = ("cyclegan", "anatomy_prior")  # the baseline translator, then the anatomy-conditioned generator
+
+
+def _eval_normal_synthesis(args: argparse.Namespace, settings: Settings) -> None:
+    from training.normal_synthesis import evaluate_published
+
+    report = evaluate_published(settings, version=args.version, dataset=args.dataset, split=args.split)
+    if args.json:
+        print(json.dumps(report))
+        return
+    print_twin_report(report)
+
+
+def print_twin_report(report: dict) -> None:
+    """`evaluate_published`'s report as a table: one row per metric, one column per method."""
+    seg = report["segmentation"]
+    counts = ", ".join(f"{report[key]} {key.replace('_', ' ')}" for key in ("images", "abnormal_images", "normal_images") if key in report)
+    print(f"healthy twins on {report['dataset']}/{report['split']} ({counts}; anatomy by {seg['name']} v{seg['version']})")
+    columns = {method: report[method] for method in TWIN_METHODS}
+    versions = {method: f"{c['model']['name']} v{c['model']['version']}" for method, c in columns.items()}
+    print(f"  {'':<20}" + "".join(f"{method:>22}" for method in columns))
+    print(f"  {'':<20}" + "".join(f"{version:>22}" for version in versions.values()))
+    metrics = dict.fromkeys(key for c in columns.values() for key in c if key != "model")  # every key, in order
+    for key in metrics:
+        print(f"  {key:<20}" + "".join(f"{c[key]:>22.4f}" if key in c else f"{'-':>22}" for c in columns.values()))
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> None:
@@ -80,10 +137,75 @@ def _client_segment(args: argparse.Namespace, settings: Settings) -> None:
         print(f"  {area.name:<18} {area.pixels:>9} px{mm2}")
 
 
+def _residual_heat_map_png(residual: np.ndarray) -> bytes:
+    """|residual| as an RGB PNG (inferno colour map, brightest = the largest change in the image)."""
+    import io
+
+    import numpy as np
+    from matplotlib import colormaps
+    from PIL import Image
+
+    magnitude = np.abs(residual) / (float(np.abs(residual).max()) or 1.0)
+    rgb = np.round(colormaps["inferno"](magnitude)[..., :3] * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb, mode="RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _client_synthesize(args: argparse.Namespace, settings: Settings) -> None:
+    import numpy as np
+
+    from services.client import image_message, synthesize
+
+    anatomy = Path(args.anatomy).read_bytes() if args.anatomy else b""
+    with grpc.insecure_channel(args.address or f"localhost:{settings.grpc_port}") as channel:
+        response = synthesize(channel, image_message(Path(args.image)), anatomy_png=anatomy, version=args.version)
+    Path(args.out_twin).write_bytes(response.twin_png)
+    residual = np.frombuffer(response.residual.data, "<f4").reshape(tuple(response.residual.shape))
+    models = ", ".join(f"{m.name} v{m.version}" for m in response.provenance.models)
+    print(f"healthy twin {residual.shape[1]}x{residual.shape[0]} -> {args.out_twin} ({models})")
+    if args.out_residual:
+        out = Path(args.out_residual)
+        if out.suffix.lower() == ".npy":
+            np.save(out, residual)
+        else:
+            out.write_bytes(_residual_heat_map_png(residual))
+        print(f"residual (max |input - twin| {np.abs(residual).max():.4f}) -> {out}")
+
+
 def _demo(args: argparse.Namespace, settings: Settings) -> None:
     from services.demo import run_demo
 
     run_demo(settings)
+
+
+def _training_parser(train: argparse._SubParsersAction, name: str, description: str) -> argparse.ArgumentParser:
+    parser = train.add_parser(name, help=description)
+    parser.add_argument("--dataset", default=DATASET)
+    parser.add_argument("--workers", type=int, default=1, help="Ray Train workers")
+    parser.add_argument("--gpus", action="store_true", help="one GPU per worker, bf16 autocast")
+    parser.add_argument("--epochs", type=int, help="default: the model's training config")
+    parser.add_argument("--batch-size", type=int, help="default: the model's training config")
+    parser.add_argument("--lr", type=float, help="default: the model's training config")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _eval_parser(evaluate: argparse._SubParsersAction, name: str, description: str) -> argparse.ArgumentParser:
+    parser = evaluate.add_parser(name, help=description)
+    parser.add_argument("--version", default="latest")
+    parser.add_argument("--dataset", default=DATASET)
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def _client_parser(client: argparse._SubParsersAction, name: str, rpc: str) -> argparse.ArgumentParser:
+    parser = client.add_parser(name, help=f"{rpc} on a PNG or DICOM file")
+    parser.add_argument("image")
+    parser.add_argument("--address", default="", help="host:port (default localhost:$TWINRAY_GRPC_PORT)")
+    parser.add_argument("--version", default="", help="model version (default: the deployed one)")
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,37 +222,37 @@ def build_parser() -> argparse.ArgumentParser:
     phantoms.set_defaults(func=_data_phantoms)
 
     train = sub.add_parser("train", help="train a model with Ray Train").add_subparsers(dest="model", required=True)
-    seg = train.add_parser("segmentation", help="anatomy U-Net")
-    seg.add_argument("--dataset", default=DATASET)
-    seg.add_argument("--workers", type=int, default=1, help="Ray Train workers")
-    seg.add_argument("--gpus", action="store_true", help="one GPU per worker, bf16 autocast")
-    seg.add_argument("--epochs", type=int, default=8)
-    seg.add_argument("--batch-size", type=int, default=8)
-    seg.add_argument("--lr", type=float, default=3e-3)
-    seg.add_argument("--seed", type=int, default=0)
+    seg = _training_parser(train, "segmentation", "anatomy U-Net")
     seg.set_defaults(func=_train_segmentation)
+    pairs = _training_parser(train, "matching-pairs", "CycleGAN abnormal<->normal translator, then its pseudo-pairs")
+    pairs.set_defaults(func=_train_matching_pairs)
+    synth = _training_parser(train, "normal-synthesis", "anatomy-conditioned (SPADE) healthy-twin generator")
+    synth.add_argument("--pseudo-pairs", default="", help="pseudo-pair dataset (default: <dataset>-pseudo-pairs)")
+    synth.add_argument("--segmentation-version", default="latest", help="segmenter that labels the anatomy")
+    synth.set_defaults(func=_train_normal_synthesis)
 
     evaluate = sub.add_parser("eval", help="evaluate a published model").add_subparsers(dest="model", required=True)
-    seg_eval = evaluate.add_parser("segmentation", help="per-class Dice on held-out phantoms")
-    seg_eval.add_argument("--version", default="latest")
-    seg_eval.add_argument("--dataset", default=DATASET)
-    seg_eval.add_argument("--split", default="test")
-    seg_eval.add_argument("--json", action="store_true", help="print one JSON object")
+    seg_eval = _eval_parser(evaluate, "segmentation", "per-class Dice on held-out phantoms")
     seg_eval.set_defaults(func=_eval_segmentation)
+    synth_eval = _eval_parser(evaluate, "normal-synthesis", "twins vs the true twins, beside the CycleGAN baseline")
+    synth_eval.set_defaults(func=_eval_normal_synthesis)
 
     up = sub.add_parser("up", help="start Ray + Serve and deploy the services")
     up.add_argument("--config", default=str(Path(__file__).with_name("serve_config.yaml")))
     up.set_defaults(func=_up)
 
     client = sub.add_parser("client", help="call a running service").add_subparsers(dest="rpc", required=True)
-    seg_client = client.add_parser("segment", help="Segmentation/Segment on a PNG or DICOM file")
-    seg_client.add_argument("image")
+    seg_client = _client_parser(client, "segment", "Segmentation/Segment")
     seg_client.add_argument("--out", required=True, help="label map PNG to write")
     seg_client.add_argument("--visible", action="store_true", help="stretch labels to 0..255 for viewing")
-    seg_client.add_argument("--address", default="", help="host:port (default localhost:$TWINRAY_GRPC_PORT)")
-    seg_client.add_argument("--version", default="", help="model version (default: the deployed one)")
     seg_client.add_argument("--spacing", type=float, nargs=2, metavar=("ROW_MM", "COL_MM"))
     seg_client.set_defaults(func=_client_segment)
+
+    synth_client = _client_parser(client, "synthesize", "NormalSynthesis/Synthesize")
+    synth_client.add_argument("--out-twin", required=True, help="healthy twin PNG (16-bit) to write")
+    synth_client.add_argument("--out-residual", default="", help="residual: .npy (float32, input - twin) or a PNG heat map")
+    synth_client.add_argument("--anatomy", default="", help="anatomy label PNG of the image (default: segmented by the service)")
+    synth_client.set_defaults(func=_client_synthesize)
 
     demo = sub.add_parser("demo", help="phantoms -> train -> serve -> call over gRPC -> figure")
     demo.set_defaults(func=_demo)

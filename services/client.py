@@ -7,7 +7,7 @@ import grpc
 
 from shared.errors import InvalidInput
 from shared.telemetry import metadata_for_current_span
-from twinray.v1 import common_pb2, segmentation_pb2, segmentation_pb2_grpc
+from twinray.v1 import common_pb2, normal_synthesis_pb2, normal_synthesis_pb2_grpc, segmentation_pb2, segmentation_pb2_grpc
 
 
 def image_message(path: Path, spacing_mm: tuple[float, float] | None = None) -> common_pb2.Image:
@@ -35,3 +35,24 @@ def segment(
     stub = segmentation_pb2_grpc.SegmentationStub(channel)
     request = segmentation_pb2.SegmentRequest(image=image, model=common_pb2.ModelRef(version=version))
     return stub.Segment(request, metadata=routing_metadata("segmentation"), timeout=timeout_s)
+
+
+def synthesize(
+    channel: grpc.Channel,
+    image: common_pb2.Image,
+    *,
+    anatomy_png: bytes = b"",
+    version: str = "",
+    segmentation_version: str = "",
+    timeout_s: float = 60.0,
+) -> normal_synthesis_pb2.SynthesizeResponse:
+    """NormalSynthesis/Synthesize; `anatomy_png` (8-bit label PNG of the image) skips segmentation."""
+    stub = normal_synthesis_pb2_grpc.NormalSynthesisStub(channel)
+    request = normal_synthesis_pb2.SynthesizeRequest(
+        image=image,
+        model=common_pb2.ModelRef(version=version),
+        segmentation_model=common_pb2.ModelRef(version=segmentation_version),
+    )
+    if anatomy_png:
+        request.anatomy.CopyFrom(common_pb2.LabelMap(png=anatomy_png))
+    return stub.Synthesize(request, metadata=routing_metadata("normal-synthesis"), timeout=timeout_s)

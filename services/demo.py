@@ -1,32 +1,34 @@
-"""`make demo`: phantoms -> Ray Train -> registry -> Ray Serve -> gRPC call -> figure and Dice.
+"""`make demo`: phantoms -> Ray Train (segmenter, CycleGAN translator, anatomy-conditioned twin
+generator) -> registry -> Ray Serve -> gRPC calls -> figures and held-out scores.
 
-Runs on the embedded default (local Ray, local artifact store) in a few minutes on 2 CPU cores, and
-reuses the dataset and a published model when they already exist.
+Runs on the embedded default (local Ray, local artifact store) in minutes on 2 CPU cores, and reuses
+the dataset, the pseudo-pairs and every published model that already exists.
 """
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import numpy as np
 from tqdm import tqdm
 
-from services.client import segment
-from services.figures import segmentation_figure
+from services.cli import DATASET, SPLITS, print_twin_report
+from services.client import segment, synthesize
+from services.figures import segmentation_figure, twin_figure
 from services.up import deploy
 from shared.anatomy import ANATOMY_CLASSES
 from shared.config import Settings
 from shared.errors import NotFound
-from shared.imaging import decode_label_png, encode_float01_png16
-from shared.phantoms.dataset import read_phantom_split, write_phantom_dataset
+from shared.imaging import decode_label_png, decode_png, encode_float01_png16
+from shared.phantoms.dataset import PhantomArrays, read_phantom_split, write_phantom_dataset
 from shared.registry import ModelRegistry
-from shared.storage import open_store
+from shared.storage import ArtifactStore, open_store
+from training import matching_pairs, normal_synthesis, segmentation
 from twinray.v1 import common_pb2
-from training.segmentation import MODEL_NAME, SegmentationTrainConfig, evaluate_published, train_segmentation
-from services.cli import DATASET, SPLITS
 
 DEMO_CASES = 4
+STEPS = 8
 
 
 def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -38,48 +40,106 @@ def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean(scores))
 
 
-def run_demo(settings: Settings) -> None:
-    store = open_store(settings)
-    registry = ModelRegistry(store)
-    print(f"[1/5] phantom dataset {DATASET!r} in {store.uri('datasets/' + DATASET)}", flush=True)
-    write_phantom_dataset(store, DATASET, size=256, splits=SPLITS, seed=0)
+def _step(number: int, text: str) -> None:
+    print(f"[{number}/{STEPS}] {text}", flush=True)
 
+
+def _published_or_trained(registry: ModelRegistry, name: str, train: Callable[[], int]) -> int:
+    """The latest published version of `name`, or a freshly trained one when there is none."""
     try:
-        version = registry.latest(MODEL_NAME)
-        print(f"[2/5] reusing published {MODEL_NAME} v{version} (delete {store.uri('models/' + MODEL_NAME)} to retrain)")
+        version = registry.latest(name)
+        print(f"      reusing published {name} v{version} (delete {registry.store.uri('models/' + name)} to retrain)")
     except NotFound:
-        print("[2/5] training the anatomy segmenter with Ray Train (1 worker, all CPUs)", flush=True)
-        version = train_segmentation(settings, SegmentationTrainConfig(dataset=DATASET)).version
-        print(f"      published {MODEL_NAME} v{version} in {store.uri(f'models/{MODEL_NAME}/{version}')}")
+        version = train()
+        print(f"      published {name} v{version} in {registry.store.uri(f'models/{name}/{version}')}")
+    return version
 
-    print(f"[3/5] starting Ray Serve with gRPC ingress on port {settings.grpc_port}", flush=True)
-    deploy(settings, only=["segmentation"])
 
-    print(f"[4/5] calling Segmentation/Segment over gRPC on {DEMO_CASES} held-out phantoms", flush=True)
-    test = read_phantom_split(store, DATASET, "test")
-    out_dir = settings.home / "demo"
-    out_dir.mkdir(parents=True, exist_ok=True)
+def _image_message(test: PhantomArrays, index: int) -> common_pb2.Image:
+    spacing = common_pb2.PixelSpacing(row_mm=test.spacing_mm, col_mm=test.spacing_mm)
+    return common_pb2.Image(png=encode_float01_png16(test.image[index] / 65535.0), spacing=spacing)
+
+
+def _segmentation_cases(channel: grpc.Channel, test: PhantomArrays, out_dir: Path, store: ArtifactStore) -> Path:
     cases = []
-    with grpc.insecure_channel(f"localhost:{settings.grpc_port}") as channel:
-        for i in tqdm(range(DEMO_CASES), desc="gRPC Segment", unit="image"):
-            image = test.image[i] / 65535.0
-            spacing = common_pb2.PixelSpacing(row_mm=test.spacing_mm, col_mm=test.spacing_mm)
-            request_image = common_pb2.Image(png=encode_float01_png16(image), spacing=spacing)
-            response = segment(channel, request_image)
-            pred = decode_label_png(response.label_map.png)
-            cases.append((image, test.anatomy[i], pred, _dice(pred, test.anatomy[i])))
-    figure = segmentation_figure(cases, out_dir / "segmentation.png")
-    store.put_file("reports/demo/segmentation.png", figure, content_type="image/png")
+    for i in tqdm(range(DEMO_CASES), desc="gRPC Segment", unit="image"):
+        response = segment(channel, _image_message(test, i))
+        pred = decode_label_png(response.label_map.png)
+        cases.append((test.image[i] / 65535.0, test.anatomy[i], pred, _dice(pred, test.anatomy[i])))
     served = response.provenance.models[0]
     lung = {a.name: a.area_mm2 for a in response.areas}
     print(f"      served by {served.name} v{served.version}; case Dice " + ", ".join(f"{c[3]:.3f}" for c in cases))
     print(f"      last case lung areas: right {lung['lung_right'] / 100:.1f} cm^2, left {lung['lung_left'] / 100:.1f} cm^2")
+    figure = segmentation_figure(cases, out_dir / "segmentation.png")
+    store.put_file("reports/demo/segmentation.png", figure, content_type="image/png")
+    return figure
 
-    print("[5/5] evaluating on the whole held-out test split", flush=True)
-    report = evaluate_published(settings, version=str(version), dataset=DATASET)
-    print(f"      mean Dice {report['mean_dice']:.4f} over {report['images']} images: {report['per_class']}")
+
+def _twin_cases(channel: grpc.Channel, test: PhantomArrays, out_dir: Path, store: ArtifactStore) -> Path:
+    cases = []
+    for i in tqdm(np.flatnonzero(test.lesion_seed >= 0)[:DEMO_CASES], desc="gRPC Synthesize", unit="image"):
+        response = synthesize(channel, _image_message(test, i))
+        residual = np.frombuffer(response.residual.data, "<f4").reshape(tuple(response.residual.shape))
+        mask = test.lesion_mask[i]
+        energy = np.square(residual)
+        cases.append({
+            "image": test.image[i] / 65535.0, "anatomy": decode_label_png(response.anatomy.png),
+            "twin": decode_png(response.twin_png).pixels, "residual": residual, "lesion_mask": mask,
+        })
+        print(f"      case {i}: {energy[mask].sum() / max(energy.sum(), 1e-12):.2f} of the residual energy inside the true lesion")
+    used = ", ".join(f"{m.name} v{m.version}" for m in response.provenance.models)
+    print(f"      served by {used}")
+    figure = twin_figure(cases, out_dir / "healthy_twin.png")
+    store.put_file("reports/demo/healthy_twin.png", figure, content_type="image/png")
+    return figure
+
+
+def run_demo(settings: Settings) -> None:
+    store = open_store(settings)
+    registry = ModelRegistry(store)
+    _step(1, f"phantom dataset {DATASET!r} in {store.uri('datasets/' + DATASET)}")
+    write_phantom_dataset(store, DATASET, size=256, splits=SPLITS, seed=0)
+
+    _step(2, "anatomy segmenter (Ray Train, 1 worker, all free CPUs)")
+    seg_version = _published_or_trained(
+        registry, segmentation.MODEL_NAME,
+        lambda: segmentation.train_segmentation(settings, segmentation.SegmentationTrainConfig(dataset=DATASET)).version,
+    )
+    _step(3, "matching-pair translator: unpaired CycleGAN with a disease critic (Ray Train)")
+    translator_version = _published_or_trained(
+        registry, matching_pairs.MODEL_NAME,
+        lambda: matching_pairs.train_matching_pairs(settings, matching_pairs.MatchingPairsTrainConfig(dataset=DATASET)).version,
+    )
+    pairs = matching_pairs.write_pseudo_pairs(store, model_version=translator_version, dataset=DATASET)
+    print(f"      pseudo-pairs {pairs['name']!r}: {pairs['counts']}")
+    _step(4, "anatomy-conditioned twin generator (SPADE) on the pseudo-pairs (Ray Train)")
+    twin_version = _published_or_trained(
+        registry, normal_synthesis.MODEL_NAME,
+        lambda: normal_synthesis.train_normal_synthesis(
+            settings, normal_synthesis.NormalSynthesisTrainConfig(pseudo_pairs=pairs["name"], dataset=DATASET,
+                                                                  segmentation_version=str(seg_version))
+        ).version,
+    )
+
+    _step(5, f"starting Ray Serve with gRPC ingress on port {settings.grpc_port}")
+    deploy(settings)
+    test = read_phantom_split(store, DATASET, "test")
+    out_dir = settings.home / "demo"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with grpc.insecure_channel(f"localhost:{settings.grpc_port}") as channel:
+        _step(6, f"Segmentation/Segment over gRPC on {DEMO_CASES} held-out phantoms")
+        seg_figure = _segmentation_cases(channel, test, out_dir, store)
+        _step(7, f"NormalSynthesis/Synthesize over gRPC on {DEMO_CASES} held-out ABNORMAL phantoms")
+        twin_figure_path = _twin_cases(channel, test, out_dir, store)
+
+    _step(8, "evaluating on the whole held-out test split")
+    report = segmentation.evaluate_published(settings, version=str(seg_version), dataset=DATASET)
+    print(f"      segmentation: mean Dice {report['mean_dice']:.4f} over {report['images']} images: {report['per_class']}")
+    print_twin_report(normal_synthesis.evaluate_published(settings, version=str(twin_version), dataset=DATASET))
     print("\nartifacts:")
     print(f"  dataset   {store.uri(f'datasets/{DATASET}/manifest.json')}")
-    print(f"  model     {store.uri(f'models/{MODEL_NAME}/{version}/manifest.json')}")
+    for name, version in ((segmentation.MODEL_NAME, seg_version), (matching_pairs.MODEL_NAME, translator_version),
+                          (normal_synthesis.MODEL_NAME, twin_version)):
+        print(f"  model     {store.uri(f'models/{name}/{version}/manifest.json')}")
     print(f"  checkpts  {store.uri('checkpoints')}")
-    print(f"  figure    {figure}  (also {store.uri('reports/demo/segmentation.png')})")
+    print(f"  figures   {seg_figure}, {twin_figure_path}  (also in {store.uri('reports/demo/healthy_twin.png')} and beside it)")

@@ -25,6 +25,35 @@ def segmentation_figure(cases: list[tuple[np.ndarray, np.ndarray, np.ndarray, fl
             ax.set_title(title)
         for ax in row:
             ax.axis("off")
+    return _save(fig, path)
+
+
+def twin_figure(cases: list[dict[str, np.ndarray]], path: Path) -> Path:
+    """One row per case: input, anatomy map, healthy twin, residual heat map over the input with the
+    true lesion outline. Each case holds `image`, `anatomy`, `twin`, `residual`, `lesion_mask`."""
+    fig, axes = plt.subplots(len(cases), 4, figsize=(12, 3 * len(cases)), squeeze=False)
+    cmap = plt.get_cmap("tab10", len(ANATOMY_CLASSES))
+    top = max(float(np.abs(case["residual"]).max()) for case in cases) or 1.0
+    for row, case in zip(axes, cases):
+        row[0].imshow(case["image"], cmap="gray", vmin=0, vmax=1)
+        row[0].set_title("input")
+        row[1].imshow(case["image"], cmap="gray", vmin=0, vmax=1)
+        row[1].imshow(np.ma.masked_equal(case["anatomy"], 0), cmap=cmap, vmin=0, vmax=len(ANATOMY_CLASSES) - 1, alpha=0.55)
+        row[1].set_title("anatomy map")
+        row[2].imshow(case["twin"], cmap="gray", vmin=0, vmax=1)
+        row[2].set_title("healthy twin")
+        row[3].imshow(case["image"], cmap="gray", vmin=0, vmax=1)
+        row[3].imshow(np.ma.masked_less(np.abs(case["residual"]), 0.02 * top), cmap="inferno", vmin=0, vmax=top, alpha=0.7)
+        if case["lesion_mask"].any():
+            row[3].contour(case["lesion_mask"], levels=[0.5], colors="cyan", linewidths=0.8)
+        row[3].set_title("residual (cyan: true lesion)")
+        for ax in row:
+            ax.axis("off")
+    return _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    """Write then rename, so a figure on disk is always whole."""
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")

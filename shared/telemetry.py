@@ -56,6 +56,14 @@ def context_from_metadata(metadata: Iterable[tuple[str, str]]) -> otel_context.C
     return _PROPAGATOR.extract(carrier)
 
 
+@contextlib.contextmanager
+def server_span(method: str, metadata: Iterable[tuple[str, str]]) -> Iterator[trace.Span]:
+    """The span of one served RPC (`method` as "twinray.v1.Service/Method"), child of the caller's
+    trace context carried in the gRPC `metadata`."""
+    with tracer().start_as_current_span(method, context=context_from_metadata(metadata), kind=trace.SpanKind.SERVER) as span:
+        yield span
+
+
 def metadata_for_current_span() -> list[tuple[str, str]]:
     """`traceparent` (and `tracestate`) of the current span, to send as gRPC metadata."""
     carrier: dict[str, str] = {}

@@ -190,3 +190,42 @@ def grpc_channel(trained_segmenter, twinray_settings: Settings) -> Iterator["grp
     deploy(twinray_settings)
     with grpc.insecure_channel(f"127.0.0.1:{twinray_settings.grpc_port}") as channel:
         yield channel
+
+
+@pytest.fixture(scope="session")
+def trained_translator(ray_cluster: None, phantom_dataset: str, twinray_settings: Settings):
+    """A real (short) Ray Train run of the CycleGAN translator, published as `matching-pairs`."""
+    from shared.models.cyclegan import TranslatorConfig
+    from training.matching_pairs import MatchingPairsTrainConfig, train_matching_pairs
+
+    config = MatchingPairsTrainConfig(
+        dataset=phantom_dataset, epochs=2, batch_size=4, discriminator_channels=4,
+        model=TranslatorConfig(input_size=32, channels=4, n_res_blocks=1),
+    )
+    return train_matching_pairs(twinray_settings, config)
+
+
+@pytest.fixture(scope="session")
+def pseudo_pair_dataset(trained_translator, phantom_dataset: str, twinray_settings: Settings) -> str:
+    """The translator's pseudo-pairs of the phantoms' train split, under the default name."""
+    from training.matching_pairs import write_pseudo_pairs
+
+    manifest = write_pseudo_pairs(
+        twinray_settings, model_version=trained_translator.version, dataset=phantom_dataset, progress=False
+    )
+    return manifest["name"]
+
+
+@pytest.fixture(scope="session")
+def trained_normal_synthesizer(
+    ray_cluster: None, trained_segmenter, pseudo_pair_dataset: str, phantom_dataset: str, twinray_settings: Settings
+):
+    """A real (short) 2-worker Ray Train run of the SPADE generator, published as `normal-synthesis`."""
+    from shared.models.spade import SpadeConfig
+    from training.normal_synthesis import NormalSynthesisTrainConfig, train_normal_synthesis
+
+    config = NormalSynthesisTrainConfig(
+        pseudo_pairs=pseudo_pair_dataset, dataset=phantom_dataset, epochs=2, batch_size=4, workers=2,
+        discriminator_channels=4, model=SpadeConfig(input_size=32, channels=(8, 16, 16), n_blocks=1, hidden=8),
+    )
+    return train_normal_synthesis(twinray_settings, config)

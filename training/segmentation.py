@@ -86,7 +86,7 @@ def train_loop(config: dict[str, Any]) -> None:
         model.train()
         started, total, steps = time.time(), 0.0, 0
         for images, labels in loader:
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            with harness.autocast(device):
                 loss = loss_fn(model(images), labels.unsqueeze(1))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from services.common.internal_call import InternalCall
 from shared.errors import TwinRayError
 
 log = logging.getLogger("twinray.services")
@@ -30,6 +31,8 @@ def grpc_method(
             try:
                 return await method(self, request, grpc_context)
             except TwinRayError as error:
+                if isinstance(grpc_context, InternalCall):
+                    raise  # another deployment called: it handles the error
                 grpc_context.set_code(status_code(error))
                 grpc_context.set_details(str(error))
             except Exception:  # noqa: BLE001 - the last line of defence before the client

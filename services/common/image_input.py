@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from opentelemetry import trace
+
 from shared.errors import InvalidInput
 from shared.imaging import DecodedImage, ImageLimits, decode_dicom, decode_png, decode_tensor, sniff_and_decode
 from shared.storage import ArtifactStore
@@ -16,7 +18,8 @@ _DTYPES = {
 
 
 def decode_image_message(image: common_pb2.Image, limits: ImageLimits, store: ArtifactStore) -> DecodedImage:
-    """Decode and validate; raises InvalidInput / ResourceExhausted / NotFound / Unavailable."""
+    """Decode and validate; raises InvalidInput / ResourceExhausted / NotFound / Unavailable. The
+    image's size goes onto the current (RPC) span."""
     source = image.WhichOneof("source")
     if source is None:
         raise InvalidInput("image is empty: set one of png, dicom, tensor or artifact")
@@ -40,4 +43,5 @@ def decode_image_message(image: common_pb2.Image, limits: ImageLimits, store: Ar
         if not all(0 < value < 100 for value in spacing):
             raise InvalidInput(f"pixel spacing must be between 0 and 100 mm, got {spacing}")
         decoded = dataclasses.replace(decoded, spacing_mm=spacing)
+    trace.get_current_span().set_attributes({"twinray.image.height": decoded.height, "twinray.image.width": decoded.width})
     return decoded

@@ -26,6 +26,7 @@ class SegmentationDeployment:
 
     @grpc_method(segmentation_pb2.SegmentResponse)
     async def Segment(self, request: segmentation_pb2.SegmentRequest, grpc_context: Any) -> segmentation_pb2.SegmentResponse:
+        """gRPC ingress, or another deployment's handle with an InternalCall as context."""
         return self.servicer.segment(request, grpc_context.invocation_metadata())
 
 

@@ -8,7 +8,6 @@ from collections.abc import Iterable
 
 import numpy as np
 import torch
-from opentelemetry import trace
 
 from shared.anatomy import ANATOMY_CLASSES
 from shared.config import Settings
@@ -16,7 +15,7 @@ from shared.imaging import ImageLimits, logits_to_labels, to_model_input
 from shared.models.segmenter import segmenter_from_weights
 from shared.registry import ModelRegistry
 from shared.storage import open_store
-from shared.telemetry import context_from_metadata, current_trace_id, model_span, tracer
+from shared.telemetry import current_trace_id, model_span, server_span
 from services.common.image_input import decode_image_message
 from services.common.messages import anatomy_label_map
 from services.common.models import ModelCache
@@ -42,11 +41,8 @@ class SegmentationServicer:
     def segment(
         self, request: segmentation_pb2.SegmentRequest, metadata: Iterable[tuple[str, str]] = ()
     ) -> segmentation_pb2.SegmentResponse:
-        with tracer().start_as_current_span(
-            "twinray.v1.Segmentation/Segment", context=context_from_metadata(metadata), kind=trace.SpanKind.SERVER
-        ) as span:
+        with server_span("twinray.v1.Segmentation/Segment", metadata):
             image = decode_image_message(request.image, self.limits, self.store)
-            span.set_attributes({"twinray.image.height": image.height, "twinray.image.width": image.width})
             labels, version = self.predict(image.pixels, version=request.model.version, name=request.model.name)
             return self._response(labels, version, image.spacing_mm, current_trace_id())
 

@@ -1,8 +1,8 @@
 """CycleGAN networks (Zhu et al. 2017) for unpaired abnormal <-> normal chest X-ray translation.
 
 The generator is the paper's ResNet generator with two changes that suit "remove the disease, keep
-the person": it predicts a RESIDUAL added to its input (a tanh head whose weights start at zero, so
-an untrained translator is exactly the identity and training only has to learn what to change), and
+the person": it predicts a RESIDUAL added to its input (shared.models.residual_head: an untrained
+translator is the identity, optionally one-signed), and
 it upsamples by resize + convolution instead of transposed convolutions (no checkerboard artefacts
 in the residual map that the detector later reads). The discriminator is the paper's PatchGAN.
 """
@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 from typing import Any
 
 import torch
 from torch import nn
 
 from shared.models.config import ModelConfig
+from shared.models.residual_head import ResidualHead
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +26,11 @@ class TranslatorConfig(ModelConfig):
     channels: int = 16  # after the input convolution; doubled at each downsampling
     n_res_blocks: int = 4
     downsamplings: int = 2
+    # Sign of the abnormal -> normal change (see shared.models.residual_head): -1 = it may only remove
+    # density, and the normal -> abnormal translator gets the opposite sign. The default is the
+    # paper's unconstrained generator: one-signed translators barely moved in our first epochs
+    # (identity change 1e-4 after two epochs, versus lesions found within two unconstrained).
+    residual_sign: int = 0
 
 
 def _conv_norm_relu(in_ch: int, out_ch: int, kernel: int, stride: int = 1) -> list[nn.Module]:
@@ -48,10 +55,11 @@ class _ResBlock(nn.Module):
 
 
 class ResidualTranslator(nn.Module):
-    """Image (N,1,S,S) in [0,1] -> translated image clamp(x + tanh(head), 0, 1), same shape.
-    S must be a multiple of 2**downsamplings."""
+    """Image (N,1,S,S) in [0,1] -> translated image clamp(x + residual, 0, 1), same shape.
+    S must be a multiple of 2**downsamplings. `sign` overrides `config.residual_sign` (the
+    normal -> abnormal direction uses the opposite sign)."""
 
-    def __init__(self, config: TranslatorConfig) -> None:
+    def __init__(self, config: TranslatorConfig, sign: int | None = None) -> None:
         super().__init__()
         self.config = config
         c = config.channels
@@ -63,13 +71,11 @@ class ResidualTranslator(nn.Module):
             layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)]
             layers += _conv_norm_relu(c << (i + 1), c << i, 3)
         self.body = nn.Sequential(*layers)
-        self.head = nn.Conv2d(c, 1, 7, padding=3, padding_mode="reflect")
-        nn.init.zeros_(self.head.weight)  # start as the identity translation
-        nn.init.zeros_(self.head.bias)
+        self.head = ResidualHead(c, 7, config.residual_sign if sign is None else sign, padding_mode="reflect")
 
     def residual(self, image: torch.Tensor) -> torch.Tensor:
-        """The change in [-1, 1] that `forward` adds to `image`."""
-        return torch.tanh(self.head(self.body(image * 2.0 - 1.0)))
+        """The change in (-1, 1) that `forward` adds to `image`."""
+        return self.head(self.body(image * 2.0 - 1.0))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         side = 1 << self.config.downsamplings
@@ -105,6 +111,21 @@ class PatchDiscriminator(nn.Module):
         mean = image.mean(dim=(2, 3), keepdim=True)
         std = image.std(dim=(2, 3), keepdim=True).clamp_min(1e-3)
         return self.net((image - mean) / std)
+
+
+def disease_logit(critic: PatchDiscriminator, images: torch.Tensor) -> torch.Tensor:
+    """Image-level "diseased" logit (N,) of a patch critic: a smooth maximum over its patches.
+
+    Multiple-instance learning: an abnormal image is a bag in which at least ONE patch holds a
+    lesion, a normal image has none. Pooling with log-mean-exp (a soft maximum) lets the critic
+    learn that from image labels alone and sends the translator's gradient mostly to the patches
+    that still look diseased, where a PatchGAN's plain mean over mostly healthy patches dilutes
+    the lesion signal. A hard maximum learns more slowly (one patch gets all the gradient): on 128
+    px phantoms the critic alone reached 84% held-out accuracy in 400 steps with log-mean-exp and
+    69% with the maximum.
+    """
+    logits = critic(images).flatten(1)
+    return torch.logsumexp(logits, dim=1) - math.log(logits.shape[1])
 
 
 def translator_from_weights(config: dict[str, Any], weights: bytes) -> ResidualTranslator:

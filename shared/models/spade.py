@@ -5,11 +5,10 @@ label map fed only at the input is washed out by the normalisation layers that f
 re-injects the map at every decoder normalisation as a per-pixel scale and shift, so the twin keeps
 the heart, diaphragm and clavicle outlines that the segmenter saw in the abnormal image.
 
-The generator is RESIDUAL and, by default, one-signed: twin = clamp(image + r, 0, 1) with r <= 0.
-A pneumonia consolidation only ever ADDS density (bright on a radiograph), so removing it only ever
-lowers intensity; a network that cannot brighten anything cannot invent structure either, and a
-tanh(relu(.)) head gives exact zeros where nothing needs removing, which keeps the residual map
-clean outside lesions.
+The generator is RESIDUAL and, by default, one-signed: twin = clamp(image + r, 0, 1) with r in
+(-1, 0) (shared.models.residual_head). A pneumonia consolidation only ever ADDS density, so removing
+it only lowers intensity: a generator that cannot brighten cannot invent structure, and whatever a
+pseudo-normal brightens is ignored rather than learned.
 """
 from __future__ import annotations
 
@@ -23,6 +22,7 @@ from torch import nn
 
 from shared.anatomy import NUM_ANATOMY_CLASSES
 from shared.models.config import ModelConfig
+from shared.models.residual_head import ResidualHead
 from shared.models.twin import full_resolution_twin, to_input_size
 
 
@@ -32,7 +32,7 @@ class SpadeConfig(ModelConfig):
     input_size: int = 128
     channels: tuple[int, ...] = (16, 32, 64)  # encoder width per resolution level, finest first
     n_blocks: int = 2  # SPADE residual blocks at the coarsest level
-    hidden: int = 32  # width of the small conv net that predicts SPADE's gamma and beta
+    hidden: int = 32  # anatomy features per resolution, from which each SPADE predicts gamma and beta
     negative_residual: bool = True  # r <= 0: the twin may only remove density
 
 
@@ -124,11 +124,10 @@ class AnatomyConditionedGenerator(nn.Module):
             SpadeResBlock(widths[i + 1] + widths[i], widths[i], hidden) for i in range(1, len(widths) - 1)
         )
         self.final = _conv_norm_act(widths[1] + widths[0], widths[0])
-        self.head = nn.Conv2d(widths[0], 1, 3, padding=1)
-        nn.init.zeros_(self.head.bias)
+        self.head = ResidualHead(widths[0], 3, -1 if config.negative_residual else 0)
 
     def residual(self, image: torch.Tensor, anatomy: torch.Tensor) -> torch.Tensor:
-        """r with twin = clamp(image + r, 0, 1): in [-1, 0] when `negative_residual`, else [-1, 1]."""
+        """r with twin = clamp(image + r, 0, 1): in (-1, 0) when `negative_residual`, else (-1, 1)."""
         segmap = one_hot_anatomy(anatomy, self.config.num_classes).to(image.dtype)
         skips, h = [], image * 2.0 - 1.0
         for stage in self.encoder:
@@ -141,8 +140,7 @@ class AnatomyConditionedGenerator(nn.Module):
             h = F.interpolate(h, size=skips[level].shape[-2:], mode="nearest")
             h = self.decoder[level - 1](torch.cat([h, skips[level]], dim=1), features[level - 1])
         h = F.interpolate(h, size=skips[0].shape[-2:], mode="bilinear", align_corners=False)
-        out = self.head(self.final(torch.cat([h, skips[0]], dim=1)))
-        return -torch.tanh(F.softplus(out)) if self.config.negative_residual else torch.tanh(out)
+        return self.head(self.final(torch.cat([h, skips[0]], dim=1)))
 
     def forward(self, image: torch.Tensor, anatomy: torch.Tensor) -> torch.Tensor:
         return (image + self.residual(image, anatomy)).clamp(0.0, 1.0)

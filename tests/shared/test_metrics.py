@@ -1,8 +1,9 @@
 import math
 
+import pytest
 import torch
 
-from shared.metrics import per_image_class_dice, summarise_dice
+from shared.metrics import per_image_class_dice, residual_localisation, summarise_dice
 
 
 def test_dice_values_and_absent_classes():
@@ -29,3 +30,16 @@ def test_twin_similarity_separates_inside_and_outside_the_lesion():
     perfect, off = twin_similarity(true_twin, true_twin, lesion), twin_similarity(changed, true_twin, lesion)
     assert perfect["ssim"] > 0.999 and off["ssim"] < perfect["ssim"]
     assert off["psnr"] < 40 and off["psnr_outside_lesion"] >= 99  # untouched outside the lesion
+
+
+def test_residual_localisation_counts_energy_inside_the_mask():
+    image = torch.zeros(2, 1, 4, 4)
+    mask = torch.zeros(2, 4, 4, dtype=torch.bool)
+    mask[:, :2, :2] = True
+    twin = image.clone()
+    twin[0, 0, :2, :2] = -1.0  # all of image 0's change inside its lesion
+    twin[1, 0, :2, :2] = -1.0
+    twin[1, 0, 2:, 2:] = -1.0  # half of image 1's change outside
+    scores = residual_localisation(image, twin, mask)
+    assert scores["residual_in_lesion"] == pytest.approx(0.75)
+    assert 0.5 < scores["residual_auroc"] < 1.0

@@ -2,20 +2,27 @@
 from __future__ import annotations
 
 import io
+import math
 
 import pytest
 import torch
 
-from shared.models.cyclegan import PatchDiscriminator, ResidualTranslator, TranslatorConfig, translator_from_weights
+from shared.models.cyclegan import (
+    PatchDiscriminator,
+    ResidualTranslator,
+    TranslatorConfig,
+    disease_logit,
+    translator_from_weights,
+)
 
-CONFIG = TranslatorConfig(input_size=32, channels=4, n_res_blocks=1)
+CONFIG = TranslatorConfig(input_size=32, channels=4, n_res_blocks=1, residual_sign=0)
 
 
 def _randomised(config: TranslatorConfig = CONFIG, *, seed: int, scale: float = 0.5) -> ResidualTranslator:
     """A translator whose residual head is not zero (as after training)."""
     torch.manual_seed(seed)
     model = ResidualTranslator(config)
-    torch.nn.init.normal_(model.head.weight, std=scale)
+    torch.nn.init.normal_(model.head.conv.weight, std=scale)
     return model.eval()
 
 
@@ -34,6 +41,26 @@ def test_output_is_input_plus_residual_clamped_to_unit_range():
     assert out.min() >= 0.0 and out.max() <= 1.0
     torch.testing.assert_close(out, (image + model.residual(image)).clamp(0, 1))
     assert 0 < (out == 0).sum() and 0 < (out == 1).sum()
+
+
+def test_one_signed_translators_only_remove_or_only_add_density():
+    image = torch.rand(2, 1, 32, 32)
+    untrained = ResidualTranslator(TranslatorConfig(input_size=32, channels=4, n_res_blocks=1, residual_sign=-1)).eval()
+    assert untrained.residual(image).abs().max() < 1e-3  # one-signed heads start next to the identity
+    for sign in (-1, 1):
+        model = ResidualTranslator(CONFIG, sign=sign).eval()
+        torch.nn.init.normal_(model.head.conv.weight, std=5.0)
+        residual = model.residual(image)
+        assert (residual * sign >= 0).all() and (residual.abs() > 0.1).any()
+
+
+def test_disease_logit_is_a_soft_maximum_over_patches():
+    critic = PatchDiscriminator(channels=4).eval()
+    image = torch.rand(3, 1, 64, 64)
+    patches = critic(image).flatten(1)
+    logit = disease_logit(critic, image)
+    assert (logit >= patches.mean(dim=1)).all() and (logit <= patches.max(dim=1).values).all()
+    torch.testing.assert_close(logit, torch.logsumexp(patches, dim=1) - math.log(patches.shape[1]))
 
 
 def test_translator_rejects_sizes_its_downsamplings_cannot_undo():

@@ -25,8 +25,9 @@ TINY = SpadeConfig(input_size=32, channels=(4, 8, 8), n_blocks=1, hidden=4)
 def _generator(config: SpadeConfig = TINY, seed: int = 0) -> AnatomyConditionedGenerator:
     torch.manual_seed(seed)
     model = AnatomyConditionedGenerator(config).eval()
-    with torch.no_grad():
-        model.head.bias.fill_(0.5)  # a clearly non-zero residual from an untrained network
+    with torch.no_grad():  # a clearly non-zero residual (an untrained generator is near the identity)
+        model.head.conv.weight.normal_(std=0.3)
+        model.head.conv.bias.fill_(0.5)
     return model
 
 

@@ -1,0 +1,69 @@
+"""Shared by the serving benchmarks: a scratch artifact store, untrained models, a load generator."""
+from __future__ import annotations
+
+import atexit
+import io
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.report import latency_summary
+from shared.config import Settings
+from shared.registry import ModelRegistry, ModelVersion
+from shared.storage import open_store
+
+
+def scratch_settings() -> Settings:
+    """Settings for a fresh temporary TWINRAY_HOME (its own local store, removed at exit) and free
+    Serve ports, so a benchmark neither reads real models nor collides with a running `twinray up`
+    or test server."""
+    home = Path(tempfile.mkdtemp(prefix="twinray-bench-"))
+    atexit.register(shutil.rmtree, home, ignore_errors=True)  # runs after Ray's own exit hook (registered later)
+    ports = []
+    for _ in range(2):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    os.environ.update({
+        "TWINRAY_HOME": str(home), "TWINRAY_GRPC_PORT": str(ports[0]), "TWINRAY_HTTP_PORT": str(ports[1]),
+        "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
+    })
+    return Settings.from_env()
+
+
+def publish_untrained(settings: Settings, name: str, model: torch.nn.Module, config: dict[str, Any]) -> ModelVersion:
+    """Speed does not depend on the weights: publish `model` as initialised, as the next version of `name`."""
+    weights = io.BytesIO()
+    torch.save(model.state_dict(), weights)
+    return ModelRegistry(open_store(settings)).publish(
+        name, weights=weights.getvalue(), config=config, metrics={}, training={"note": "benchmark only"},
+        card="Untrained weights of the demo architecture, for latency measurement only.",
+    )
+
+
+def run_load(call: Callable[[], Any], requests: int, concurrency: int) -> dict[str, float]:
+    """`requests` calls spread over `concurrency` threads; per-call latency and overall throughput."""
+    for _ in range(3):
+        call()  # warm-up: model load, connection set-up
+    per_thread = max(1, requests // concurrency)
+
+    def worker(_: int) -> list[float]:
+        times = []
+        for _ in range(per_thread):
+            start = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - start)
+        return times
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        latencies = [t for chunk in pool.map(worker, range(concurrency)) for t in chunk]
+    return latency_summary(latencies, time.perf_counter() - started)

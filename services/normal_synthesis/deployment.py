@@ -1,0 +1,57 @@
+"""Ray Serve deployment of the NormalSynthesis service; it asks the Segmentation application for
+anatomy maps through a deployment handle, with the Segmentation protobuf contract."""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from ray import serve
+
+from services.common.errors import grpc_method
+from services.common.internal_call import InternalCall, remote_cause
+from services.normal_synthesis.servicer import NormalSynthesisServicer
+from shared.config import Settings
+from shared.errors import TwinRayError, Unavailable
+from shared.telemetry import configure_tracing
+from twinray.v1 import normal_synthesis_pb2, segmentation_pb2
+
+
+async def call_segmentation(app: str, request: segmentation_pb2.SegmentRequest) -> segmentation_pb2.SegmentResponse:
+    """Segmentation/Segment of Serve application `app` through a deployment handle. Its own verdicts
+    (bad image, unknown version, ...) come back as they are; a missing app or dead replica is UNAVAILABLE."""
+    try:
+        handle = serve.get_deployment_handle("Segmentation", app_name=app)
+        return await handle.Segment.remote(request, InternalCall.from_current_span())
+    except TwinRayError as error:
+        raise remote_cause(error) from None
+    except Exception as error:  # noqa: BLE001 - app missing, replica dead, ...
+        raise Unavailable(f"segmentation service {app!r} is unavailable: {type(error).__name__}") from None
+
+
+@serve.deployment(name="NormalSynthesis", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=8)
+class NormalSynthesisDeployment:
+    def __init__(self, model_version: str = "latest", segmentation_app: str = "segmentation") -> None:
+        settings = Settings.from_env()
+        configure_tracing(settings, "twinray-normal-synthesis")
+        self.servicer = NormalSynthesisServicer(settings, model_version=model_version)
+        self.segmentation_app = segmentation_app
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """`user_config: {model_version: "3"}` switches the pinned version without a restart."""
+        if "model_version" in user_config:
+            self.servicer.models.repin(str(user_config["model_version"]))
+
+    @grpc_method(normal_synthesis_pb2.SynthesizeResponse)
+    async def Synthesize(
+        self, request: normal_synthesis_pb2.SynthesizeRequest, grpc_context: Any
+    ) -> normal_synthesis_pb2.SynthesizeResponse:
+        segment = functools.partial(call_segmentation, self.segmentation_app)
+        return await self.servicer.synthesize(request, grpc_context.invocation_metadata(), segment)
+
+
+def build_app(args: dict[str, Any]) -> serve.Application:
+    """Application builder named in the Serve config: `args: {model_version, segmentation_app}`."""
+    return NormalSynthesisDeployment.bind(
+        model_version=str(args.get("model_version", "latest")),
+        segmentation_app=str(args.get("segmentation_app", "segmentation")),
+    )

@@ -1,0 +1,262 @@
+"""`twinray train normal-synthesis`: the anatomy-conditioned (SPADE) twin generator, on Ray Train.
+
+Each worker reads the CycleGAN pseudo-pairs from the artifact store, labels every training image's
+anatomy ONCE with the frozen published segmenter, and trains the generator against a patch
+discriminator with four losses (reconstruction to the pseudo-normal, LSGAN, anatomy consistency,
+identity on normals). Every epoch rank 0 measures the twins of the HELD-OUT phantoms against their
+true twins (what the phantoms are for: real data has no true twin) and checkpoints into the store;
+the driver publishes the best checkpoint with the segmenter and translator versions it depended on.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import Any
+
+import numpy as np
+import ray
+import ray.train
+import ray.train.torch
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from shared.config import Settings
+from shared.models import normal_synthesis_losses as losses
+from shared.models.cyclegan import PatchDiscriminator, translator_from_weights
+from shared.models.segmenter import AnatomySegmenter, segmenter_from_weights
+from shared.models.spade import (
+    AnatomyConditionedGenerator,
+    SpadeConfig,
+    anatomy_conditioned_twin,
+    normal_synthesizer_from_weights,
+    resize_labels,
+    segment_anatomy,
+)
+from shared.models.twin import to_input_size
+from shared.phantoms.dataset import read_phantom_split
+from shared.pseudo_pairs import read_pseudo_pair_manifest, read_pseudo_pairs
+from shared.registry import ModelRegistry, ModelVersion
+from shared.storage import ArtifactStore, open_store
+from training import harness
+from training.matching_pairs import translator_twin
+from training.twin_evaluation import TwinFunction, batched, evaluate_twin_function, unit_images
+
+MODEL_NAME = "normal-synthesis"
+SEGMENTER_NAME = "segmentation"
+# The translator's checkpoint score too, so "best" means the same for both: only a change confined to
+# the lesions scores high (doing nothing scores 0, darkening everything a little scores low).
+SCORE = "val_residual_in_lesion"
+
+
+@dataclasses.dataclass(frozen=True)
+class NormalSynthesisTrainConfig:
+    pseudo_pairs: str = "cxr-phantoms-pseudo-pairs"
+    dataset: str = "cxr-phantoms"  # its val split (held-out phantoms with true twins) scores each epoch
+    segmentation_version: str = "latest"
+    epochs: int = 8
+    batch_size: int = 8
+    learning_rate: float = 1e-3  # cosine-annealed to 0 over the run
+    # L1 terms are ~1e-2 (only lesions and pseudo-pair noise differ); x100 as in pix2pix (Isola et al. 2017).
+    lambda_reconstruction: float = 100.0
+    lambda_identity: float = 100.0
+    # Kept small: at 1.0 the patch discriminator's gradient outweighs the lesion signal of the L1
+    # terms and the residual drifts off the lesions from one epoch to the next.
+    lambda_adversarial: float = 0.1
+    lambda_anatomy: float = 1.0
+    discriminator_channels: int = 32
+    seed: int = 0
+    workers: int = 1
+    use_gpu: bool = False
+    model: SpadeConfig = SpadeConfig()
+
+
+def _training_tensors(store: ArtifactStore, config: dict[str, Any], segmenter: AnatomySegmenter, device: torch.device) -> dict[str, torch.Tensor]:
+    """Pseudo-pairs as tensors, with each image's anatomy labelled once by the frozen segmenter:
+    at the segmenter's size (the anatomy-consistency target) and at the generator's (its condition)."""
+    pairs = read_pseudo_pairs(store, config["pseudo_pairs"])
+    size = config["model"]["input_size"]
+    abnormal, pseudo_normal, normal = unit_images(pairs.abnormal), unit_images(pairs.pseudo_normal), unit_images(pairs.normal)
+    anatomy = batched(lambda x: segment_anatomy(segmenter, x), abnormal, device)
+    normal_anatomy = batched(lambda x: segment_anatomy(segmenter, x), normal, device)
+    return {
+        "abnormal": abnormal,
+        "pseudo_normal_low": to_input_size(pseudo_normal, size),
+        "anatomy": anatomy,
+        "anatomy_low": resize_labels(anatomy, size),
+        "normal_low": to_input_size(normal, size),
+        "normal_anatomy_low": resize_labels(normal_anatomy, size),
+    }
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker."""
+    torch.set_num_threads(config["threads"])
+    context = ray.train.get_context()
+    rank, is_rank0 = context.get_world_rank(), context.get_world_rank() == 0
+    torch.manual_seed(config["seed"] + rank)
+    store = open_store(Settings.from_env(config["settings_env"]))
+    device = ray.train.torch.get_device()
+    seg_model = ModelRegistry(store).load(SEGMENTER_NAME, config["segmentation_version"])
+    segmenter = segmenter_from_weights(seg_model.config, seg_model.weights).to(device).requires_grad_(False)
+    data = _training_tensors(store, config, segmenter, device)
+    val = read_phantom_split(store, config["dataset"], "val") if is_rank0 else None
+
+    model_config = SpadeConfig.from_dict(config["model"])
+    size = model_config.input_size
+    loader = ray.train.torch.prepare_data_loader(
+        DataLoader(
+            TensorDataset(data["abnormal"], data["pseudo_normal_low"], data["anatomy"], data["anatomy_low"]),
+            batch_size=config["batch_size"], shuffle=True, drop_last=True,
+        )
+    )
+    generator = ray.train.torch.prepare_model(AnatomyConditionedGenerator(model_config))
+    discriminator = ray.train.torch.prepare_model(PatchDiscriminator(config["discriminator_channels"]))
+    g_opt = torch.optim.Adam(generator.parameters(), lr=config["learning_rate"], betas=(0.5, 0.999))
+    d_opt = torch.optim.Adam(discriminator.parameters(), lr=config["learning_rate"], betas=(0.5, 0.999))
+    # Annealing matters: at a constant rate the lesion residual overshoots and collapses in turn.
+    schedulers = [
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config["epochs"] * len(loader)) for opt in (g_opt, d_opt)
+    ]
+    normals = torch.Generator().manual_seed(config["seed"] * 1000 + rank)
+
+    for epoch in range(config["epochs"]):
+        if context.get_world_size() > 1:
+            loader.sampler.set_epoch(epoch)
+        generator.train()
+        started, sums, steps = time.time(), {}, 0
+        for abnormal, pseudo_normal_low, anatomy, anatomy_low in loader:
+            pick = torch.randint(len(data["normal_low"]), (len(abnormal),), generator=normals)
+            normal_low, normal_anatomy_low = data["normal_low"][pick].to(device), data["normal_anatomy_low"][pick].to(device)
+            abnormal_low = to_input_size(abnormal, size)
+            with harness.autocast(device):  # abnormal and normal inputs in one forward pass (one DDP reduction)
+                twins = generator(torch.cat([abnormal_low, normal_low]), torch.cat([anatomy_low, normal_anatomy_low]))
+            twin_low, normal_twin_low = twins.float().chunk(2)
+
+            with harness.autocast(device):  # real normals and twins in one pass too
+                real, fake = discriminator(torch.cat([normal_low, twin_low.detach()])).float().chunk(2)
+                d_loss = losses.lsgan_discriminator_loss(real, fake)
+            d_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            d_opt.step()
+
+            # The segmenter sees the twin it would see at inference: the full-resolution composition.
+            twin_full = (abnormal - F.interpolate(abnormal_low - twin_low, size=abnormal.shape[-2:], mode="bilinear")).clamp(0, 1)
+            with harness.autocast(device):
+                parts = {
+                    "reconstruction": losses.reconstruction_loss(twin_low, pseudo_normal_low),
+                    "adversarial": losses.lsgan_generator_loss(discriminator(twin_low).float()),
+                    "anatomy": losses.anatomy_consistency_loss(segmenter, twin_full, anatomy),
+                    "identity": losses.identity_loss(normal_twin_low, normal_low),
+                }
+            g_loss = sum(config[f"lambda_{name}"] * value for name, value in parts.items())
+            g_opt.zero_grad(set_to_none=True)
+            g_loss.backward()
+            g_opt.step()
+            for scheduler in schedulers:
+                scheduler.step()
+            for name, value in {**parts, "g": g_loss, "d": d_loss}.items():
+                sums[name] = sums.get(name, 0.0) + value.item()
+            steps += 1
+
+        metrics = {"epoch": epoch + 1, **{f"train_{k}_loss": v / max(steps, 1) for k, v in sums.items()}}
+        metrics["epoch_seconds"] = time.time() - started
+        metrics["step_seconds"] = metrics["epoch_seconds"] / max(steps, 1)
+        if is_rank0:
+            model = harness.unwrap(generator).eval()
+            scores = evaluate_twin_function(generator_twin(model, segmenter), val, segmenter=segmenter, device=device)
+            metrics.update({f"val_{k}": v for k, v in scores.items()})
+            print(
+                f"[normal-synthesis] epoch {epoch + 1}/{config['epochs']} G {metrics['train_g_loss']:.3f} "
+                f"D {metrics['train_d_loss']:.3f} | val residual in lesion {scores['residual_in_lesion']:.3f} "
+                f"AUROC {scores['residual_auroc']:.3f} L1 to twin {scores['l1_to_twin']:.4f} "
+                f"anatomy Dice {scores['anatomy_dice']:.3f} ({metrics['epoch_seconds']:.0f}s, "
+                f"{metrics['step_seconds']:.2f}s/step)",
+                flush=True,
+            )
+        harness.save_checkpoint({"model": harness.unwrap(generator).state_dict(), "epoch": epoch + 1}, metrics)
+
+
+def train_normal_synthesis(settings: Settings, config: NormalSynthesisTrainConfig) -> ModelVersion:
+    """Train on Ray, publish the best checkpoint as the next `normal-synthesis` version and return it.
+
+    The segmenter version is resolved once here, so every worker conditions on the same anatomy
+    maps; it is recorded with the matching-pairs translator that produced the pseudo-pairs.
+    """
+    store = open_store(settings)
+    registry = ModelRegistry(store)
+    segmentation_version = registry.resolve(SEGMENTER_NAME, config.segmentation_version)
+    pairs = read_pseudo_pair_manifest(store, config.pseudo_pairs)
+    harness.ensure_ray(settings)
+    loop_config = {**dataclasses.asdict(config), "model": config.model.to_dict(), "segmentation_version": segmentation_version}
+    result = harness.fit(
+        train_loop,
+        loop_config=loop_config,
+        settings=settings,
+        run_name=f"normal-synthesis-{int(time.time())}",
+        workers=config.workers,
+        use_gpu=config.use_gpu,
+        score_metric=SCORE,
+    )
+    state, metrics = harness.best_state(result, SCORE)
+    return harness.publish(
+        registry,
+        MODEL_NAME,
+        state_dict=state["model"],
+        config={**config.model.to_dict(), "segmentation_version": segmentation_version},
+        metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+        training={
+            **loop_config,
+            "segmentation": {"name": SEGMENTER_NAME, "version": segmentation_version},
+            "matching_pairs": pairs["translator"],
+            "pseudo_pairs_source": pairs["source"],
+            "best_epoch": state["epoch"],
+            "ray_run": result.path,
+        },
+        card=(
+            f"# Anatomy-conditioned normal synthesis\n\nSPADE U-Net generator (Park et al. 2019), channels "
+            f"{list(config.model.channels)}, input {config.model.input_size}px, residual "
+            f"{'r <= 0 (removes density only)' if config.model.negative_residual else 'of either sign'}; "
+            f"conditioned on `{SEGMENTER_NAME}` v{segmentation_version} anatomy maps.\n"
+            f"Trained on pseudo-pairs `{config.pseudo_pairs}` (translator {pairs['translator']['name']} v{pairs['translator']['version']}) for {config.epochs} epochs "
+            f"with {config.workers} Ray Train worker(s); best epoch {state['epoch']} by {SCORE} on `{config.dataset}`/val: "
+            f"residual in lesion {metrics.get('val_residual_in_lesion', float('nan')):.3f}, residual AUROC "
+            f"{metrics.get('val_residual_auroc', float('nan')):.3f}, L1 to the true twin "
+            f"{metrics.get('val_l1_to_twin', float('nan')):.4f}.\nPhantoms only: not validated on real radiographs.\n"
+        ),
+    )
+
+
+def generator_twin(generator: AnatomyConditionedGenerator, segmenter: AnatomySegmenter) -> TwinFunction:
+    """The generator as a twin function that segments its input itself (what the service does)."""
+    return lambda image: anatomy_conditioned_twin(generator.eval(), segmenter, image)
+
+
+def evaluate_published(settings: Settings, *, version: str = "latest", dataset: str = "cxr-phantoms", split: str = "test") -> dict:
+    """`twinray eval normal-synthesis`: a published generator (`anatomy_prior`) beside the CycleGAN
+    translator whose pseudo-pairs trained it (`cyclegan`, the baseline it must beat), both scored by
+    `training.twin_evaluation.evaluate_twin_function` on held-out phantoms with the segmenter
+    version the generator was trained with."""
+    registry = ModelRegistry(open_store(settings))
+    loaded = registry.load(MODEL_NAME, registry.resolve(MODEL_NAME, version))
+    training = json.loads(registry.read_file(MODEL_NAME, loaded.version, "training.json"))
+    seg = registry.load(SEGMENTER_NAME, training["segmentation"]["version"])
+    segmenter = segmenter_from_weights(seg.config, seg.weights)
+    generator = normal_synthesizer_from_weights(loaded.config, loaded.weights)
+    translator = registry.load(training["matching_pairs"]["name"], training["matching_pairs"]["version"])
+    baseline = translator_from_weights(translator.config, translator.weights)
+    arrays = read_phantom_split(registry.store, dataset, split)
+    abnormal = int((arrays.lesion_seed >= 0).sum())
+    return {
+        "segmentation": {"name": SEGMENTER_NAME, "version": seg.version},
+        "dataset": dataset, "split": split, "abnormal_images": abnormal, "normal_images": len(arrays) - abnormal,
+        "cyclegan": {
+            "model": {"name": translator.name, "version": translator.version},
+            **evaluate_twin_function(translator_twin(baseline, translator.config["input_size"]), arrays, segmenter=segmenter),
+        },
+        "anatomy_prior": {
+            "model": {"name": MODEL_NAME, "version": loaded.version},
+            **evaluate_twin_function(generator_twin(generator, segmenter), arrays, segmenter=segmenter),
+        },
+    }
