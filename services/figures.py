@@ -52,6 +52,27 @@ def twin_figure(cases: list[dict[str, np.ndarray]], path: Path) -> Path:
     return _save(fig, path)
 
 
+def defect_gallery(synthetic: list[dict[str, np.ndarray]], real: list[dict[str, np.ndarray]], title: str, path: Path) -> Path:
+    """One row per synthetic case: normal image, mask, synthetic defect (mask outlined), and a REAL
+    defect beside it for comparison (cycled when there are fewer). Cases hold `normal`, `mask`,
+    `image`; real ones `image` and `mask`."""
+    if not synthetic or not real:
+        raise ValueError("a defect gallery needs at least one synthetic and one real case")
+    fig, axes = plt.subplots(len(synthetic), 4, figsize=(10, 2.6 * len(synthetic)), squeeze=False)
+    fig.suptitle(title)
+    for index, (row, case) in enumerate(zip(axes, synthetic)):
+        other = real[index % len(real)]
+        panels = ((case["normal"], None, "normal"), (case["mask"].astype(float), None, "mask"),
+                  (case["image"], case["mask"], "synthetic defect"), (other["image"], other["mask"], "real defect"))
+        for ax, (image, outline, name) in zip(row, panels):
+            ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+            if outline is not None and outline.any():
+                ax.contour(outline, levels=[0.5], colors="red", linewidths=0.6)
+            ax.set_title(name)
+            ax.axis("off")
+    return _save(fig, path)
+
+
 def _save(fig: plt.Figure, path: Path) -> Path:
     """Write then rename, so a figure on disk is always whole."""
     fig.tight_layout()
