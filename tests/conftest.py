@@ -229,3 +229,42 @@ def trained_normal_synthesizer(
         discriminator_channels=4, model=SpadeConfig(input_size=32, channels=(8, 16, 16), n_blocks=1, hidden=8),
     )
     return train_normal_synthesis(twinray_settings, config)
+
+
+@pytest.fixture(scope="session")
+def product_dataset(twinray_settings: Settings) -> str:
+    """A tiny 32 px product-defect dataset in the session store: few real defects, as in a factory."""
+    from shared.products.dataset import write_product_dataset
+    from shared.storage import open_store
+
+    write_product_dataset(
+        open_store(twinray_settings), "test-products", category="metal", size=32, seed=3, progress=False,
+        splits={"train_normal": 24, "train_defect": 5, "test_normal": 8, "test_defect": 8},
+    )
+    return "test-products"
+
+
+def _tiny_ddpm(target: str, train_split: str, val_split: str):
+    from shared.models.diffusion import DiffusionConfig
+    from training.ddpm import DdpmTrainConfig
+
+    return DdpmTrainConfig(
+        target=target, dataset="test-products", train_split=train_split, val_split=val_split, epochs=2,
+        steps_per_epoch=4, batch_size=4, model=DiffusionConfig(image_size=16, channels=(8, 16), norm_groups=4, train_timesteps=50),
+    )
+
+
+@pytest.fixture(scope="session")
+def trained_mask_ddpm(ray_cluster: None, product_dataset: str, twinray_settings: Settings):
+    """A real (short) Ray Train run of approach A's mask DDPM, published as `defect-masks`."""
+    from training.ddpm import train_ddpm
+
+    return train_ddpm(twinray_settings, _tiny_ddpm("mask", "train_defect", "test_defect"))
+
+
+@pytest.fixture(scope="session")
+def trained_normal_manifold(ray_cluster: None, product_dataset: str, twinray_settings: Settings):
+    """A real (short) Ray Train run of approach B's normal-surface DDPM, published as `normal-manifold`."""
+    from training.ddpm import train_ddpm
+
+    return train_ddpm(twinray_settings, _tiny_ddpm("image", "train_normal", "test_normal"))

@@ -1,0 +1,189 @@
+"""Ray Train for the two unconditional DDPMs of defect generation: `twinray train defect-masks`
+(approach A: the manifold of the few real defect MASKS) and `twinray train normal-manifold`
+(approach B: the manifold of NORMAL product surfaces). Same loop, different images.
+
+Scarce data is the point of approach A (5 or 20 real masks), so every batch is drawn with
+replacement and augmented by the eight flips and quarter turns (a scratch rotated is still a
+scratch); an epoch is a fixed number of steps, not a pass over the data. The weights published are
+an exponential moving average of the trained ones (Ho et al. 2020, Sec. 4, decay 0.9999 there; lower
+here for short CPU runs), the checkpoint kept is the one with the lowest DDPM loss on held-out
+images at fixed noise, and a few samples are drawn at the end so the model card says what it makes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any, Literal
+
+import numpy as np
+import ray
+import ray.train
+import ray.train.torch
+import torch
+import torch.nn.functional as F
+
+from shared.config import Settings
+from shared.models.diffusion import DiffusionConfig, binarise, build_unet, ddpm_loss, make_scheduler, nonempty, sample
+from shared.products.dataset import ProductArrays, read_product_manifest, read_product_split
+from shared.registry import ModelRegistry, ModelVersion
+from shared.storage import open_store
+from training import harness
+
+Target = Literal["mask", "image"]
+MODEL_NAMES: dict[str, str] = {"mask": "defect-masks", "image": "normal-manifold"}
+SCORE = "val_score"  # minus the held-out DDPM loss: higher is better, like every other TwinRay score
+
+
+@dataclasses.dataclass(frozen=True)
+class DdpmTrainConfig:
+    target: Target = "mask"
+    dataset: str = "products"
+    train_split: str = "train_defect"  # masks of its defect images, or its (normal) images
+    val_split: str = "test_defect"
+    real_count: int = 0  # use only the first `real_count` training images (0 = all): the k of "k real defects"
+    epochs: int = 10
+    steps_per_epoch: int = 50
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    ema_decay: float = 0.99
+    seed: int = 0
+    workers: int = 1
+    use_gpu: bool = False
+    model: DiffusionConfig = DiffusionConfig(image_size=32, channels=(32, 64, 64))
+
+
+def training_images(arrays: ProductArrays, target: Target, size: int, count: int = 0) -> torch.Tensor:
+    """(N,1,size,size) float in [0,1]: the defect masks (images with a defect only) or the images."""
+    if target == "mask":
+        rows = np.flatnonzero(arrays.mask.reshape(len(arrays), -1).any(axis=1))
+        data = torch.from_numpy(arrays.mask[rows].astype(np.float32))
+    else:
+        rows = np.arange(len(arrays))
+        data = torch.from_numpy(arrays.image.astype(np.float32) / 65535.0)
+    if count:
+        data = data[:count]
+    if not len(data):
+        raise ValueError(f"no {target}s to train on")
+    data = data[:, None]
+    if data.shape[-1] != size:  # masks stay binary: area-average then threshold
+        data = F.interpolate(data, size=(size, size), mode="area")
+        data = binarise(data) if target == "mask" else data
+    return data
+
+
+def augmented_batch(data: torch.Tensor, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    """`batch_size` images drawn with replacement, each flipped and turned by one of the 8 symmetries of the square."""
+    picks = torch.randint(len(data), (batch_size,), generator=generator)
+    turns = torch.randint(4, (batch_size,), generator=generator)
+    flips = torch.randint(2, (batch_size,), generator=generator)
+    out = []
+    for index, turn, flip in zip(picks.tolist(), turns.tolist(), flips.tolist()):
+        image = torch.rot90(data[index], turn, dims=(-2, -1))
+        out.append(torch.flip(image, dims=(-1,)) if flip else image)
+    return torch.stack(out)
+
+
+def held_out_loss(unet: torch.nn.Module, config: DiffusionConfig, images: torch.Tensor, device: torch.device) -> float:
+    """DDPM loss on `images` at a FIXED draw of t and noise, so epochs compare like for like."""
+    scheduler, generator = make_scheduler(config), torch.Generator().manual_seed(1234)
+    with torch.no_grad():
+        losses = [ddpm_loss(unet, scheduler, images[i : i + 32].to(device), generator).item() for i in range(0, len(images), 32)]
+    return float(np.mean(losses))
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker."""
+    torch.set_num_threads(min(config["threads"], os.cpu_count() or 1))
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    torch.manual_seed(config["seed"])  # same initial weights on every rank
+    store = open_store(Settings.from_env(config["settings_env"]))
+    model_config = DiffusionConfig.from_dict(config["model"])
+    size, target = model_config.image_size, config["target"]
+    data = training_images(read_product_split(store, config["dataset"], config["train_split"]), target, size, config["real_count"])
+    val = training_images(read_product_split(store, config["dataset"], config["val_split"]), target, size) if rank == 0 else None
+
+    device = ray.train.torch.get_device()
+    unet = ray.train.torch.prepare_model(build_unet(model_config))
+    ema = torch.optim.swa_utils.AveragedModel(
+        harness.unwrap(unet), multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config["ema_decay"])
+    )
+    optimiser = torch.optim.AdamW(unet.parameters(), lr=config["learning_rate"])
+    total = config["epochs"] * config["steps_per_epoch"]
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config["learning_rate"], total_steps=total, pct_start=0.1)
+    scheduler = make_scheduler(model_config)
+    draws = torch.Generator().manual_seed(config["seed"] * 1000 + rank)
+
+    for epoch in range(config["epochs"]):
+        unet.train()
+        started, loss_sum = time.time(), 0.0
+        for _ in range(config["steps_per_epoch"]):
+            batch = augmented_batch(data, config["batch_size"], draws).to(device)
+            with harness.autocast(device):
+                loss = ddpm_loss(unet, scheduler, batch, draws)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            ema.update_parameters(harness.unwrap(unet))
+            loss_sum += loss.item()
+        metrics: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / config["steps_per_epoch"],
+            "epoch_seconds": time.time() - started,
+            "training_images": len(data),
+        }
+        if rank == 0:
+            metrics["val_loss"] = held_out_loss(ema.module.eval(), model_config, val, device)
+            metrics[SCORE] = -metrics["val_loss"]
+            print(
+                f"[{MODEL_NAMES[target]}] epoch {epoch + 1}/{config['epochs']} loss {metrics['train_loss']:.4f} "
+                f"held-out loss (EMA) {metrics['val_loss']:.4f} ({metrics['epoch_seconds']:.0f}s, {len(data)} {target}s)",
+                flush=True,
+            )
+        harness.save_checkpoint({"model": ema.module.state_dict(), "epoch": epoch + 1}, metrics)
+
+
+def _sample_summary(state: dict[str, torch.Tensor], model_config: DiffusionConfig, target: Target) -> dict[str, float]:
+    """What 8 DDIM-50 samples of the published weights look like, for the card and the metrics."""
+    unet = build_unet(model_config)
+    unet.load_state_dict(state)
+    samples = sample(unet.eval(), model_config, 8, steps=50, sampler="ddim", seed=0)
+    if target == "mask":
+        masks = binarise(samples)
+        return {"sample_nonempty_fraction": float(nonempty(masks).float().mean()), "sample_mean_area": float(masks.mean())}
+    return {"sample_mean": float(samples.mean()), "sample_std": float(samples.std())}
+
+
+def train_ddpm(settings: Settings, config: DdpmTrainConfig) -> ModelVersion:
+    """Train on Ray, publish the best checkpoint as the next version of `MODEL_NAMES[target]`."""
+    if config.target not in MODEL_NAMES:
+        raise ValueError(f"target must be 'mask' or 'image', got {config.target!r}")
+    config.model.validate()
+    read_product_manifest(open_store(settings), config.dataset)  # NotFound before Ray starts
+    harness.ensure_ray(settings)
+    name = MODEL_NAMES[config.target]
+    loop_config = {**dataclasses.asdict(config), "model": config.model.to_dict()}
+    result = harness.fit(
+        train_loop, loop_config=loop_config, settings=settings, run_name=f"{name}-{int(time.time())}",
+        workers=config.workers, use_gpu=config.use_gpu, score_metric=SCORE,
+    )
+    state, metrics = harness.best_state(result, SCORE)
+    summary = _sample_summary(state["model"], config.model, config.target)
+    return harness.publish(
+        ModelRegistry(open_store(settings)),
+        name,
+        state_dict=state["model"],
+        config=config.model.to_dict(),
+        metrics={**{k: v for k, v in metrics.items() if isinstance(v, (int, float))}, **summary},
+        training={**loop_config, "best_epoch": state["epoch"], "ray_run": result.path},
+        card=(
+            f"# {name}\n\nUnconditional DDPM (Ho et al. 2020; diffusers UNet2DModel, channels "
+            f"{list(config.model.channels)}, {config.model.image_size}px, {config.model.train_timesteps} steps, "
+            f"{config.model.beta_schedule} betas) over the {config.target}s of `{config.dataset}`/{config.train_split}"
+            f" ({metrics.get('training_images', '?')} images, 8-fold flip/turn augmentation), EMA {config.ema_decay}.\n"
+            f"Best epoch {state['epoch']} of {config.epochs} by held-out DDPM loss on `{config.val_split}`: "
+            f"{metrics.get('val_loss', float('nan')):.4f}. 8 DDIM-50 samples: {summary}.\n"
+        ),
+    )
