@@ -23,7 +23,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from shared.errors import IntegrityError, InvalidInput, NotFound
-from shared.phantoms.dataset import manifest_key
+from shared.datasets import manifest_key
 from shared.storage.base import ArtifactStore
 
 log = logging.getLogger(__name__)

@@ -40,7 +40,7 @@ from shared.models.cyclegan import (
 from shared.models.normal_synthesis_losses import lsgan_discriminator_loss, lsgan_generator_loss
 from shared.models.twin import full_resolution_twin, to_input_size
 from shared.phantoms.dataset import PhantomArrays, read_phantom_manifest, read_phantom_split
-from shared.phantoms.dataset import manifest_key as phantom_manifest_key
+from shared.datasets import manifest_key as phantom_manifest_key
 from shared.pseudo_pairs import PseudoPairShard, write_pseudo_pair_dataset
 from shared.registry import ModelRegistry, ModelVersion
 from shared.storage import ArtifactStore, open_store, sha256_bytes

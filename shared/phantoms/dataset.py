@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
 import io
 import json
 import logging
-import re
 
 import numpy as np
 import torch
@@ -24,30 +22,27 @@ from tqdm import tqdm
 from shared.anatomy import ANATOMY_CLASSES
 from shared.errors import IntegrityError, InvalidInput, NotFound
 from shared.phantoms.cxr import FIELD_OF_VIEW_MM, GENERATOR_VERSION, MAX_LESIONS, MAX_SIZE, MIN_SIZE, render_phantom
+from shared.datasets import NAME, check_name, derived_seed, load_split, manifest_key, read_manifest_json, reusable, shard_key, splits_well_formed
 from shared.storage.base import ArtifactStore
 
 log = logging.getLogger(__name__)
 
 DATASET_FORMAT = "twinray.cxr-phantoms/1"
 SEED_SCHEME = "int(sha256(f'{seed}/{split}/{person|lesion|abnormal}/{index}')[:8], big) >> 1"
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 _PARAMETERS = ("format", "generator_version", "size", "seed", "abnormal_fraction", "shard_size")
 _MANIFEST_KEYS = (*_PARAMETERS, "name", "splits", "label_set", "max_boxes", "spacing_mm", "seed_scheme", "created_at")
-_SHARD_ARRAYS = ("image", "twin", "anatomy", "lesion_mask", "boxes", "box_count", "person_seed", "lesion_seed")
+_SHARD_DTYPES = {
+    "image": np.uint16, "twin": np.uint16, "anatomy": np.uint8, "lesion_mask": bool,
+    "boxes": np.float32, "box_count": np.int32, "person_seed": np.int64, "lesion_seed": np.int64,
+}
 
 
-def manifest_key(name: str) -> str:
-    return f"datasets/{name}/manifest.json"
-
-
-def shard_key(name: str, split: str, index: int) -> str:
-    return f"datasets/{name}/{split}/shard-{index:05d}.npz"
-
-
-def derived_seed(seed: int, split: str, kind: str, index: int) -> int:
-    """A 63-bit seed for `kind` ("person", "lesion", "abnormal") of image `index` in `split`."""
-    digest = hashlib.sha256(f"{seed}/{split}/{kind}/{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
+def _shard_shapes(size: int) -> dict[str, tuple[int, ...]]:
+    image = (size, size)
+    return {
+        "image": image, "twin": image, "anatomy": image, "lesion_mask": image,
+        "boxes": (MAX_LESIONS, 4), "box_count": (), "person_seed": (), "lesion_seed": (),
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,9 +85,8 @@ class PhantomSegmentationDataset(torch.utils.data.Dataset):
 def _check_request(
     name: str, size: int, splits: dict[str, int], seed: int, abnormal_fraction: float, shard_size: int
 ) -> None:
-    if not _NAME.match(name):
-        raise InvalidInput(f"invalid dataset name {name!r}: use letters, digits, '.', '_' or '-'")
-    if not splits or not all(isinstance(s, str) and _NAME.match(s) for s in splits):
+    check_name(name)
+    if not splits or not all(isinstance(s, str) and NAME.match(s) for s in splits):
         raise InvalidInput(f"dataset {name!r}: splits must be a non-empty mapping of simple names, got {list(splits)}")
     if not all(isinstance(n, int) and n > 0 for n in splits.values()):
         raise InvalidInput(f"dataset {name!r}: every split needs a positive image count, got {splits}")
@@ -136,13 +130,7 @@ def _validate_manifest(name: str, manifest: object) -> dict:
         problem = f"its format is {manifest['format']!r}, this code reads {DATASET_FORMAT!r}"
     elif list(manifest["label_set"]) != list(ANATOMY_CLASSES):
         problem = f"its label set {manifest['label_set']} differs from shared.anatomy's {list(ANATOMY_CLASSES)}"
-    elif not isinstance(manifest["splits"], dict) or not all(
-        isinstance(entry, dict)
-        and isinstance(entry.get("count"), int)
-        and isinstance(entry.get("shards"), list)
-        and all(isinstance(s, dict) and {"key", "sha256", "count"} <= s.keys() for s in entry["shards"])
-        for entry in manifest["splits"].values()
-    ):
+    elif not splits_well_formed(manifest["splits"]):
         problem = "its splits need a count and shards with key, sha256 and count"
     if problem:
         raise InvalidInput(f"phantom dataset {name!r} has an invalid manifest: {problem}")
@@ -151,17 +139,7 @@ def _validate_manifest(name: str, manifest: object) -> dict:
 
 def read_phantom_manifest(store: ArtifactStore, name: str) -> dict:
     """The validated manifest of dataset `name` (NotFound if it was never completed)."""
-    if not _NAME.match(name):
-        raise InvalidInput(f"invalid dataset name {name!r}: use letters, digits, '.', '_' or '-'")
-    try:
-        raw = store.get_bytes(manifest_key(name))
-    except NotFound:
-        raise NotFound(f"no phantom dataset {name!r}: {store.uri(manifest_key(name))} does not exist") from None
-    try:
-        manifest = json.loads(raw)
-    except ValueError as exc:
-        raise InvalidInput(f"phantom dataset {name!r} has an invalid manifest: not JSON ({exc})") from None
-    return _validate_manifest(name, manifest)
+    return _validate_manifest(name, read_manifest_json(store, name, "phantom dataset"))
 
 
 def _shard_bytes(phantoms: list) -> bytes:
@@ -213,16 +191,8 @@ def write_phantom_dataset(
     wanted = _parameters(size, splits, seed, abnormal_fraction, shard_size)
     if store.exists(manifest_key(name)):
         existing = read_phantom_manifest(store, name)
-        if _stored_parameters(existing) != wanted:
-            raise InvalidInput(
-                f"phantom dataset {name!r} already exists with other parameters "
-                f"({_stored_parameters(existing)}, asked {wanted}); choose another name or delete it"
-            )
-        shard_keys = [s["key"] for entry in existing["splits"].values() for s in entry["shards"]]
-        if all(store.exists(key) for key in shard_keys):
-            log.info("reusing phantom dataset %r (%s)", name, store.uri(manifest_key(name)))
+        if reusable(store, f"phantom dataset {name!r}", existing, _stored_parameters(existing), wanted):
             return existing
-        log.warning("phantom dataset %r lacks shards; rewriting it", name)
 
     plans = {split: _split_plan(seed, split, count, abnormal_fraction) for split, count in wanted["splits"].items()}
     persons = [person for plan in plans.values() for person, _ in plan]
@@ -262,30 +232,5 @@ def read_phantom_split(store: ArtifactStore, name: str, split: str) -> PhantomAr
     if split not in manifest["splits"]:
         raise NotFound(f"phantom dataset {name!r} has no split {split!r} (it has {sorted(manifest['splits'])})")
     entry, size = manifest["splits"][split], manifest["size"]
-    count = entry["count"]
-    out = {
-        "image": np.empty((count, size, size), np.uint16),
-        "twin": np.empty((count, size, size), np.uint16),
-        "anatomy": np.empty((count, size, size), np.uint8),
-        "lesion_mask": np.empty((count, size, size), bool),
-        "boxes": np.empty((count, MAX_LESIONS, 4), np.float32),
-        "box_count": np.empty(count, np.int32),
-        "person_seed": np.empty(count, np.int64),
-        "lesion_seed": np.empty(count, np.int64),
-    }
-    start = 0
-    for shard in entry["shards"]:
-        data = store.get_bytes(shard["key"], sha256=shard["sha256"])
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            stop = start + shard["count"]
-            if set(npz.files) != set(_SHARD_ARRAYS) or stop > count:
-                raise IntegrityError(f"phantom dataset {name!r}: shard {shard['key']} does not match its manifest")
-            for key in _SHARD_ARRAYS:
-                array = npz[key]  # decompressed on each access: once
-                if array.shape != out[key][start:stop].shape:
-                    raise IntegrityError(f"phantom dataset {name!r}: {key} of {shard['key']} has shape {array.shape}")
-                out[key][start:stop] = array
-        start = stop
-    if start != count:
-        raise IntegrityError(f"phantom dataset {name!r}: split {split!r} holds {start} images, the manifest {count}")
+    out = load_split(store, f"phantom dataset {name!r}", split, entry, _shard_shapes(size), _SHARD_DTYPES)
     return PhantomArrays(**out, spacing_mm=float(manifest["spacing_mm"]))

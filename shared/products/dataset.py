@@ -1,6 +1,6 @@
 """Product-defect datasets in the artifact store: npz shards, then a manifest written last.
 
-Same contract as the CXR phantom datasets (shared.phantoms.dataset): every shard is listed in the
+Same contract as the CXR phantom datasets (shared.datasets holds the common I/O): every shard is listed in the
 manifest with its sha256 and verified on read; the manifest is the commit point, so a crash mid-write
 never leaves a dataset that looks complete; a complete dataset with the same parameters is reused and
 one with other parameters is refused, never overwritten.
@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from shared.errors import IntegrityError, InvalidInput, NotFound
-from shared.phantoms.dataset import _NAME, derived_seed, manifest_key, shard_key
+from shared.datasets import NAME, check_name, derived_seed, load_split, manifest_key, read_manifest_json, reusable, shard_key, splits_well_formed
 from shared.products.defects import DEFECT_KINDS, DEFECT_VERSION, MIN_CHANGE, check_kind, render_defect
 from shared.products.surfaces import SURFACE_VERSION, check_category, check_size, render_surface
 from shared.storage.base import ArtifactStore
@@ -78,9 +78,8 @@ def split_role(split: str) -> str:
 def _check_request(
     name: str, splits: dict[str, int], seed: int, defect_kinds: tuple[str, ...], shard_size: int
 ) -> None:
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise InvalidInput(f"invalid dataset name {name!r}: use letters, digits, '.', '_' or '-'")
-    if not isinstance(splits, dict) or not splits or not all(isinstance(s, str) and _NAME.match(s) for s in splits):
+    check_name(name)
+    if not isinstance(splits, dict) or not splits or not all(isinstance(s, str) and NAME.match(s) for s in splits):
         raise InvalidInput(f"dataset {name!r}: splits must be a non-empty mapping of simple names, got {splits!r}")
     for split in splits:
         split_role(split)
@@ -113,7 +112,7 @@ def _validate_manifest(name: str, manifest: object) -> dict:
         problem = f"its format is {manifest['format']!r}, this code reads {DATASET_FORMAT!r}"
     elif list(manifest["kind_names"]) != list(DEFECT_KINDS):
         problem = f"its defect kinds {manifest['kind_names']} differ from this code's {list(DEFECT_KINDS)}"
-    elif not _splits_well_formed(manifest["splits"]):
+    elif not splits_well_formed(manifest["splits"]):
         problem = "its splits need a count and shards with key, sha256 and count"
     if problem:
         raise InvalidInput(f"product dataset {name!r} has an invalid manifest: {problem}")
@@ -122,7 +121,7 @@ def _validate_manifest(name: str, manifest: object) -> dict:
 
 def read_product_manifest(store: ArtifactStore, name: str) -> dict:
     """The validated manifest of dataset `name` (NotFound if it was never completed)."""
-    return _validate_manifest(name, _read_manifest_json(store, name, "product dataset"))
+    return _validate_manifest(name, read_manifest_json(store, name, "product dataset"))
 
 
 def render_sample(
@@ -198,7 +197,7 @@ def write_product_dataset(
     }
     if store.exists(manifest_key(name)):
         existing = read_product_manifest(store, name)
-        if _reusable(store, f"product dataset {name!r}", existing, _stored_parameters(existing), wanted):
+        if reusable(store, f"product dataset {name!r}", existing, _stored_parameters(existing), wanted):
             return existing
 
     plans = {split: _split_plan(seed, split, count, defect_kinds) for split, count in wanted["splits"].items()}
@@ -238,75 +237,5 @@ def read_product_split(store: ArtifactStore, name: str, split: str) -> ProductAr
         raise NotFound(f"product dataset {name!r} has no split {split!r} (it has {sorted(manifest['splits'])})")
     entry, size = manifest["splits"][split], manifest["size"]
     shapes = {key: (size, size) if key in ("image", "mask") else () for key in _SHARD_ARRAYS}
-    out = _load_split(store, f"product dataset {name!r}", split, entry, shapes, _SHARD_ARRAYS)
+    out = load_split(store, f"product dataset {name!r}", split, entry, shapes, _SHARD_ARRAYS)
     return ProductArrays(**out, category=manifest["category"], kind_names=tuple(manifest["kind_names"]))
-
-
-# --- Generic store I/O. shared.phantoms.dataset holds the same logic inline: both should move to one
-# shared module (e.g. shared/datasets.py) that each dataset kind calls with its own names and arrays.
-
-
-def _splits_well_formed(splits: object) -> bool:
-    """Whether manifest `splits` maps names to {count, shards: [{key, sha256, count}, ...]}."""
-    return isinstance(splits, dict) and all(
-        isinstance(entry, dict)
-        and isinstance(entry.get("count"), int)
-        and isinstance(entry.get("shards"), list)
-        and all(isinstance(s, dict) and {"key", "sha256", "count"} <= s.keys() for s in entry["shards"])
-        for entry in splits.values()
-    )
-
-
-def _read_manifest_json(store: ArtifactStore, name: str, what: str) -> object:
-    """The parsed manifest of dataset `name`: NotFound if it was never completed, InvalidInput if not JSON."""
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise InvalidInput(f"invalid dataset name {name!r}: use letters, digits, '.', '_' or '-'")
-    try:
-        raw = store.get_bytes(manifest_key(name))
-    except NotFound:
-        raise NotFound(f"no {what} {name!r}: {store.uri(manifest_key(name))} does not exist") from None
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise InvalidInput(f"{what} {name!r} has an invalid manifest: not JSON ({exc})") from None
-
-
-def _reusable(store: ArtifactStore, what: str, existing: dict, stored: dict, wanted: dict) -> bool:
-    """`what` names the dataset in messages. True when the existing dataset has the wanted parameters and all its shards; InvalidInput when
-    its parameters differ (never overwrite another dataset); False when shards are missing (rewrite)."""
-    if stored != wanted:
-        raise InvalidInput(
-            f"{what} already exists with other parameters ({stored}, asked {wanted}); choose another name or delete it"
-        )
-    if all(store.exists(s["key"]) for entry in existing["splits"].values() for s in entry["shards"]):
-        log.info("reusing %s", what)
-        return True
-    log.warning("%s lacks shards; rewriting it", what)
-    return False
-
-
-def _load_split(
-    store: ArtifactStore, what: str, split: str, entry: dict, shapes: dict[str, tuple[int, ...]], dtypes: dict
-) -> dict[str, np.ndarray]:
-    """Every array of one split, concatenated over its shards, each shard verified by its sha256.
-
-    `shapes` gives each array's per-image shape and `dtypes` its dtype; a shard with other arrays,
-    shapes or counts than the manifest says is an IntegrityError."""
-    count = entry["count"]
-    out = {key: np.empty((count, *shape), dtypes[key]) for key, shape in shapes.items()}
-    start = 0
-    for shard in entry["shards"]:
-        data = store.get_bytes(shard["key"], sha256=shard["sha256"])
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            stop = start + shard["count"]
-            if set(npz.files) != set(out) or stop > count:
-                raise IntegrityError(f"{what}: shard {shard['key']} does not match its manifest")
-            for key, array in out.items():
-                values = npz[key]  # decompressed on each access: once
-                if values.shape != array[start:stop].shape:
-                    raise IntegrityError(f"{what}: {key} of {shard['key']} has shape {values.shape}")
-                array[start:stop] = values
-        start = stop
-    if start != count:
-        raise IntegrityError(f"{what}: split {split!r} holds {start} images, the manifest {count}")
-    return out

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from shared.errors import IntegrityError, InvalidInput, NotFound
-from shared.phantoms.dataset import manifest_key
+from shared.datasets import manifest_key
 from shared.pseudo_pairs import PseudoPairShard, read_pseudo_pairs, write_pseudo_pair_dataset
 from shared.storage import LocalStore
 

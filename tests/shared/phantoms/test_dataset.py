@@ -80,7 +80,7 @@ def test_manifest_is_written_last_and_a_crash_leaves_no_dataset(tmp_path: Path, 
 def test_same_parameters_reuse_the_dataset(store: RecordingStore, caplog: pytest.LogCaptureFixture) -> None:
     first = write_phantom_dataset(store, "tiny", **PARAMS)
     writes = len(store.puts)
-    with caplog.at_level(logging.INFO, logger="shared.phantoms.dataset"):
+    with caplog.at_level(logging.INFO, logger="shared.datasets"):
         again = write_phantom_dataset(store, "tiny", **{**PARAMS, "splits": dict(reversed(SPLITS.items()))})
     assert again == first and len(store.puts) == writes
     assert "reusing" in caplog.text

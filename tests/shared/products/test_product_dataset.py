@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from shared.errors import IntegrityError, InvalidInput, NotFound
-from shared.phantoms.dataset import manifest_key
+from shared.datasets import manifest_key
 from shared.products import DEFECT_KINDS
 from shared.products.dataset import read_product_manifest, read_product_split, render_sample, write_product_dataset
 from shared.storage.local import LocalStore

@@ -1,0 +1,111 @@
+"""Store I/O shared by every generated dataset kind (CXR phantoms, product defects): keys, seeds,
+manifest reading, reuse checks and verified shard loading.
+
+Contract: a dataset is npz shards listed with their sha256 in `datasets/<name>/manifest.json`,
+written LAST (the commit point), so a crash mid-write never leaves a dataset that looks complete; a
+complete dataset with the same parameters is reused, one with other parameters is refused, never
+overwritten. Each dataset module keeps its own parameters, arrays and validation.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import re
+
+import numpy as np
+
+from shared.errors import IntegrityError, InvalidInput, NotFound
+from shared.storage.base import ArtifactStore
+
+log = logging.getLogger(__name__)
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+
+
+def manifest_key(name: str) -> str:
+    return f"datasets/{name}/manifest.json"
+
+
+def shard_key(name: str, split: str, index: int) -> str:
+    return f"datasets/{name}/{split}/shard-{index:05d}.npz"
+
+
+def derived_seed(seed: int, split: str, kind: str, index: int) -> int:
+    """A 63-bit seed for `kind` (e.g. "person", "lesion", "surface") of image `index` in `split`."""
+    digest = hashlib.sha256(f"{seed}/{split}/{kind}/{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def check_name(name: object) -> str:
+    if not isinstance(name, str) or not NAME.match(name):
+        raise InvalidInput(f"invalid dataset name {name!r}: use letters, digits, '.', '_' or '-'")
+    return name
+
+
+def splits_well_formed(splits: object) -> bool:
+    """Whether manifest `splits` maps names to {count, shards: [{key, sha256, count}, ...]}."""
+    return isinstance(splits, dict) and all(
+        isinstance(entry, dict)
+        and isinstance(entry.get("count"), int)
+        and isinstance(entry.get("shards"), list)
+        and all(isinstance(s, dict) and {"key", "sha256", "count"} <= s.keys() for s in entry["shards"])
+        for entry in splits.values()
+    )
+
+
+def read_manifest_json(store: ArtifactStore, name: str, what: str) -> object:
+    """The parsed manifest of dataset `name` (`what`: e.g. "phantom dataset"): NotFound if it was
+    never completed, InvalidInput if it is not JSON."""
+    check_name(name)
+    try:
+        raw = store.get_bytes(manifest_key(name))
+    except NotFound:
+        raise NotFound(f"no {what} {name!r}: {store.uri(manifest_key(name))} does not exist") from None
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise InvalidInput(f"{what} {name!r} has an invalid manifest: not JSON ({exc})") from None
+
+
+def reusable(store: ArtifactStore, what: str, existing: dict, stored: dict, wanted: dict) -> bool:
+    """`what` names the dataset in messages. True when the existing dataset has the wanted parameters
+    and all its shards; InvalidInput when its parameters differ (never overwrite another dataset);
+    False when shards are missing (rewrite)."""
+    if stored != wanted:
+        raise InvalidInput(
+            f"{what} already exists with other parameters ({stored}, asked {wanted}); choose another name or delete it"
+        )
+    if all(store.exists(s["key"]) for entry in existing["splits"].values() for s in entry["shards"]):
+        log.info("reusing %s", what)
+        return True
+    log.warning("%s lacks shards; rewriting it", what)
+    return False
+
+
+def load_split(
+    store: ArtifactStore, what: str, split: str, entry: dict, shapes: dict[str, tuple[int, ...]], dtypes: dict
+) -> dict[str, np.ndarray]:
+    """Every array of one split, concatenated over its shards, each shard verified by its sha256.
+
+    `shapes` gives each array's per-image shape and `dtypes` its dtype; a shard with other arrays,
+    shapes or counts than the manifest says is an IntegrityError."""
+    count = entry["count"]
+    out = {key: np.empty((count, *shape), dtypes[key]) for key, shape in shapes.items()}
+    start = 0
+    for shard in entry["shards"]:
+        data = store.get_bytes(shard["key"], sha256=shard["sha256"])
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            stop = start + shard["count"]
+            if set(npz.files) != set(out) or stop > count:
+                raise IntegrityError(f"{what}: shard {shard['key']} does not match its manifest")
+            for key, array in out.items():
+                values = npz[key]  # decompressed on each access: once
+                if values.shape != array[start:stop].shape:
+                    raise IntegrityError(f"{what}: {key} of {shard['key']} has shape {values.shape}")
+                array[start:stop] = values
+        start = stop
+    if start != count:
+        raise IntegrityError(f"{what}: split {split!r} holds {start} images, the manifest {count}")
+    return out
