@@ -1,0 +1,465 @@
+"""Downstream proof of synthetic defects (issue 4, item 5; later `twinray eval defect-augmentation`):
+does a defect segmenter trained on k real defects find held-out defects better when N synthetic
+defects from approach A or B are added?
+
+Protocol, in one process (no Ray: every row is a small training on one machine):
+- Real data: the first k images of `train_defect` (the same "first k" as DdpmTrainConfig.real_count),
+  every image of `train_normal` as defect-free examples (empty masks), and `test_defect` +
+  `test_normal` held out for scoring only (nothing is selected on them).
+- Synthetic data: N masks sampled from the published mask DDPM (DDIM by default), binarised, kept
+  only if non-empty, resized to the image size; each is put on a seeded pick of a `train_normal`
+  image. Approach A renders a real defect's appearance inside it (shared.defect_blending; the
+  source defect is one of the k, in turn); approach B inpaints it with the normal-manifold DDPM
+  steered by the defect encoder (shared.models.defect_encoder; encoder None = plain RePaint). A and B
+  get the SAME masks on the SAME normal images, so they differ only in how the defect is drawn.
+- Segmenter: MONAI's residual U-Net (shared.models.segmenter.AnatomySegmenter, two classes),
+  trained from scratch per row with one seed and one budget: the same initial weights and the same
+  number of optimiser steps (epochs x steps_per_epoch, batches drawn with replacement from the row's
+  pool, flips and quarter turns), DiceCE loss, Adam. The weights after the last step are scored.
+- Scores: IoU of the defect class over the whole test set, mean per-image IoU over the defect images,
+  pixel AUROC, false alarms on normal parts (shared.defect_metrics); the relative gain of each
+  synthetic row over real_only; realism = KID between synthetic and held-out real defect crops, and
+  diversity, both in the features of a crop classifier trained here on real-defect vs normal crops.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.losses import DiceCELoss
+from torch import nn
+
+from shared.defect_blending import DefectAppearance, blend_defect, defect_appearance
+from shared.defect_metrics import (
+    CropClassifier,
+    FeatureExtractor,
+    defect_crops,
+    defect_segmentation_scores,
+    feature_diversity,
+    kernel_inception_distance,
+    random_crops,
+    ssim_diversity,
+)
+from shared.errors import InvalidInput
+from shared.models.defect_encoder import inpaint_defect
+from shared.models.diffusion import DiffusionConfig, Sampler, binarise, nonempty, sample
+from shared.models.segmenter import AnatomySegmenter, SegmenterConfig
+from shared.products.dataset import read_product_split
+from shared.storage.base import ArtifactStore
+from training.ddpm import augmented_batch
+
+ROWS = {"real_only": None, "real_plus_A": "A", "real_plus_B": "B"}
+FEATURE_EXTRACTOR = (
+    "CropClassifier (shared.defect_metrics): a 3-level CNN trained in this run to tell crops around the "
+    "first max(k) real train defects from random train_normal crops; features = global average of its "
+    "last convolution block (no pretrained Inception weights can be downloaded here)"
+)
+DIVERSITY_MEASURES = {
+    "feature_distance": "mean pairwise Euclidean distance of unit-normalised CropClassifier features (0..2)",
+    "ssim_diversity": "1 - mean pairwise SSIM of the defect crops (torchmetrics; MS-SSIM needs 160+ px)",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmenterBudget:
+    """One training of the defect segmenter; every row of a report uses the same one."""
+
+    channels: tuple[int, ...] = (16, 32, 64)
+    epochs: int = 20
+    steps_per_epoch: int = 25
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentationEvalConfig:
+    dataset: str = "products"
+    real_counts: tuple[int, ...] = (5, 20)  # the k of "k real defects"
+    synthetic_count: int = 100  # N synthetic defects added per synthetic row
+    methods: tuple[str, ...] = ("A", "B")
+    sampler: Sampler = "ddim"
+    sample_steps: int | None = 50  # DDIM steps (None with "ddpm": all train timesteps)
+    mask_threshold: float = 0.5
+    min_mask_pixels: int = 4  # at image size; smaller sampled masks are drawn again
+    seed: int = 0  # masks, normal picks, appearance order, B's noise, crops, KID subsets
+    segmenter: SegmenterBudget = SegmenterBudget()
+    crop_size: int = 0  # realism/diversity crops; 0 = half the image size
+    classifier_epochs: int = 10
+    classifier_steps_per_epoch: int = 20
+    kid_subsets: int = 100
+
+    def validate(self, real_available: int) -> None:
+        if not self.real_counts or any(k < 1 for k in self.real_counts):
+            raise InvalidInput(f"real_counts must be positive, got {self.real_counts}")
+        if max(self.real_counts) > real_available:
+            raise InvalidInput(f"k = {max(self.real_counts)} real defects asked for, the train_defect split has {real_available}")
+        if self.synthetic_count < 2:
+            raise InvalidInput(f"synthetic_count must be >= 2 (KID and diversity need pairs), got {self.synthetic_count}")
+        if not set(self.methods) <= {"A", "B"} or not self.methods:
+            raise InvalidInput(f"methods must be a non-empty subset of ('A', 'B'), got {self.methods}")
+
+
+@dataclasses.dataclass
+class DefectGenerators:
+    """The published models both approaches sample with, already loaded by the caller."""
+
+    mask_unet: nn.Module
+    mask_config: DiffusionConfig
+    normal_unet: nn.Module | None = None  # approach B only
+    normal_config: DiffusionConfig | None = None
+    encoder: nn.Module | None = None  # None = plain RePaint with the normal-manifold DDPM
+    versions: dict[str, str] = dataclasses.field(default_factory=dict)  # for the report, e.g. {"defect-masks": "3"}
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticSet:
+    image: np.ndarray  # float32 (N,S,S) in [0, 1]
+    mask: np.ndarray  # bool (N,S,S), non-empty
+    normal_index: np.ndarray  # int (N,): the train_normal image each one was drawn on
+
+
+def unit_float(images: np.ndarray) -> np.ndarray:
+    """uint16 images -> float32 in [0, 1]."""
+    return images.astype(np.float32) / 65535.0
+
+
+# --- synthetic sets ---------------------------------------------------------------------------------
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+def _resize_masks(masks: torch.Tensor, size: int) -> torch.Tensor:
+    """Binary (N,1,m,m) -> binary (N,1,size,size): bilinear up / area down, then > 0.5."""
+    if masks.shape[-1] == size:
+        return masks
+    mode = {"mode": "bilinear", "align_corners": False} if size > masks.shape[-1] else {"mode": "area"}
+    return binarise(F.interpolate(masks.float(), size=(size, size), **mode))
+
+
+def sample_masks(
+    unet: nn.Module,
+    config: DiffusionConfig,
+    count: int,
+    size: int,
+    *,
+    seed: int = 0,
+    sampler: Sampler = "ddim",
+    steps: int | None = 50,
+    threshold: float = 0.5,
+    min_pixels: int = 1,
+    batch: int = 32,
+    max_draws: int = 20,
+) -> np.ndarray:
+    """`count` binary masks (count, size, size) bool from the mask DDPM: sampled, binarised at
+    `threshold`, resized, and kept only with at least `min_pixels` pixels; empty ones are drawn again
+    (next seed) up to `max_draws` batches, then InvalidInput (the model makes no usable masks)."""
+    unet.eval()
+    kept: list[torch.Tensor] = []
+    for draw in range(max_draws + math.ceil(count / batch)):
+        have = sum(len(k) for k in kept)
+        if have >= count:
+            break
+        drawn = sample(unet, config, min(batch, count - have), steps=steps, sampler=sampler, seed=seed + draw).cpu()
+        masks = _resize_masks(binarise(drawn, threshold), size)
+        kept.append(masks[nonempty(masks, min_pixels)])
+    masks = torch.cat(kept)[:count] if kept else torch.zeros(0)
+    if len(masks) < count:
+        raise InvalidInput(f"the mask DDPM gave {len(masks)} non-empty masks of {count} asked for ({min_pixels}+ pixels)")
+    return masks[:, 0].bool().numpy()
+
+
+def pick_normals(count: int, available: int, seed: int) -> np.ndarray:
+    """Which normal image each synthetic defect goes on: a seeded permutation, repeated as needed."""
+    rng = np.random.default_rng(seed)
+    rounds = [rng.permutation(available) for _ in range(math.ceil(count / available))]
+    return np.concatenate(rounds)[:count]
+
+
+def real_appearances(images: np.ndarray, masks: np.ndarray) -> list[DefectAppearance]:
+    """Approach A's sources: the appearance of each real defect (float images (k,S,S), masks)."""
+    return [defect_appearance(image, mask) for image, mask in zip(images, masks)]
+
+
+def synthesize_a(
+    normals: np.ndarray, masks: np.ndarray, normal_index: np.ndarray, appearances: Sequence[DefectAppearance], *, feather_px: float = 2.0
+) -> SyntheticSet:
+    """Approach A: mask i drawn on normals[normal_index[i]] with the appearance of real defect i mod k;
+    pixels outside the mask are the normal image's, exactly."""
+    if not appearances:
+        raise InvalidInput("approach A needs at least one real defect appearance")
+    images = [
+        blend_defect(normals[n], mask, appearances[i % len(appearances)], feather_px=feather_px)
+        for i, (mask, n) in enumerate(zip(masks, normal_index))
+    ]
+    return SyntheticSet(np.stack(images).astype(np.float32), masks.copy(), normal_index.copy())
+
+
+def synthesize_b(
+    unet: nn.Module,
+    config: DiffusionConfig,
+    encoder: nn.Module | None,
+    normals: np.ndarray,
+    masks: np.ndarray,
+    normal_index: np.ndarray,
+    *,
+    seed: int = 0,
+    sampler: Sampler = "ddim",
+    steps: int | None = 50,
+    batch: int = 16,
+) -> SyntheticSet:
+    """Approach B: mask i inpainted on normals[normal_index[i]] by the normal-manifold DDPM steered by
+    `encoder` (None: plain RePaint). When the DDPM's size differs from the images', it works on the
+    image area-resized to its size with the mask dilated to cover every touched pixel, and its result
+    is resized back; the full-size mask then decides, so pixels outside it stay exactly normal."""
+    unet.eval()
+    if encoder is not None:
+        encoder.eval()
+    device, size, model_size = _device_of(unet), masks.shape[-1], config.image_size
+    images = []
+    for number, start in enumerate(range(0, len(masks), batch)):
+        normal = torch.from_numpy(normals[normal_index[start : start + batch]]).float()[:, None].to(device)
+        mask = torch.from_numpy(masks[start : start + batch]).float()[:, None].to(device)
+        small_normal, small_mask = normal, mask
+        if model_size != size:
+            small_normal = F.interpolate(normal, size=(model_size, model_size), mode="area")
+            small_mask = (F.interpolate(mask, size=(model_size, model_size), mode="area") > 0).float()
+        drawn = inpaint_defect(unet, encoder, config, small_normal, small_mask, steps=steps, sampler=sampler, seed=seed + number)
+        if model_size != size:
+            drawn = F.interpolate(drawn, size=(size, size), mode="bilinear", align_corners=False).clamp(0.0, 1.0)
+        images.append(torch.where(mask.bool(), drawn, normal)[:, 0].cpu())
+    return SyntheticSet(torch.cat(images).numpy().astype(np.float32), masks.copy(), normal_index.copy())
+
+
+# --- the defect segmenter ---------------------------------------------------------------------------
+
+
+def train_defect_segmenter(
+    images: np.ndarray, masks: np.ndarray, budget: SegmenterBudget, device: torch.device | str = "cpu"
+) -> AnatomySegmenter:
+    """A two-class segmenter trained from scratch on float images (N,S,S) in [0,1] and bool masks
+    (empty for normal images). Deterministic given `budget.seed` on the CPU (initial weights and
+    batches; batches are drawn on the CPU, so a GPU run sees the same ones, up to kernel rounding)."""
+    if len(images) != len(masks) or not len(images):
+        raise InvalidInput(f"need matching, non-empty images and masks, got {len(images)} and {len(masks)}")
+    size = images.shape[-1]
+    torch.manual_seed(budget.seed)
+    model = AnatomySegmenter(SegmenterConfig(num_classes=2, input_size=size, channels=budget.channels)).to(device)
+    data = torch.stack([torch.from_numpy(np.asarray(images, np.float32)), torch.from_numpy(np.asarray(masks, bool)).float()], dim=1)
+    generator = torch.Generator().manual_seed(budget.seed)
+    optimiser = torch.optim.Adam(model.parameters(), lr=budget.learning_rate)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+    model.train()
+    for _ in range(budget.epochs * budget.steps_per_epoch):
+        batch = augmented_batch(data, budget.batch_size, generator).to(device)
+        loss = loss_fn(model(batch[:, :1]), batch[:, 1:].round())
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def defect_probability(model: nn.Module, images: np.ndarray, batch: int = 32) -> torch.Tensor:
+    """P(defect) per pixel (N,S,S) for float images (N,S,S) in [0, 1]."""
+    model.eval()
+    tensor, device = torch.from_numpy(np.asarray(images, np.float32))[:, None], _device_of(model)
+    return torch.cat([model(tensor[i : i + batch].to(device)).softmax(dim=1)[:, 1].cpu() for i in range(0, len(tensor), batch)])
+
+
+def score_segmenter(model: nn.Module, images: np.ndarray, masks: np.ndarray) -> dict[str, float]:
+    return defect_segmentation_scores(defect_probability(model, images), torch.from_numpy(np.asarray(masks, bool)))
+
+
+# --- the realism feature network ---------------------------------------------------------------------
+
+
+def train_crop_classifier(
+    defect: torch.Tensor, normal: torch.Tensor, *, epochs: int, steps_per_epoch: int, batch_size: int = 16, seed: int = 0
+) -> CropClassifier:
+    """CropClassifier trained to tell defect crops (N,1,s,s) from normal crops: balanced batches
+    (half each, drawn with replacement, flips and quarter turns), BCE, Adam, fixed seed and steps."""
+    torch.manual_seed(seed)
+    model = CropClassifier()
+    generator = torch.Generator().manual_seed(seed)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    half = max(batch_size // 2, 1)
+    labels = torch.cat([torch.ones(half), torch.zeros(half)])
+    model.train()
+    for _ in range(epochs * steps_per_epoch):
+        crops = torch.cat([augmented_batch(defect, half, generator), augmented_batch(normal, half, generator)])
+        loss = F.binary_cross_entropy_with_logits(model(crops), labels)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return model.eval()
+
+
+def realism_and_diversity(
+    extractor: FeatureExtractor, crops: torch.Tensor, held_out: torch.Tensor, config: AugmentationEvalConfig
+) -> tuple[dict, dict]:
+    """(KID of `crops` against the held-out real crops, diversity of `crops`)."""
+    kid = kernel_inception_distance(extractor, held_out, crops, subsets=config.kid_subsets, seed=config.seed)
+    diversity = {
+        "feature_distance": feature_diversity(extractor(crops), seed=config.seed),
+        "ssim_diversity": ssim_diversity(crops, seed=config.seed),
+    }
+    return kid, diversity
+
+
+# --- the whole evaluation ------------------------------------------------------------------------------
+
+
+def _relative(new: float | None, base: float | None) -> float | None:
+    if new is None or base is None or not math.isfinite(new) or not math.isfinite(base) or base == 0:
+        return None
+    return (new - base) / base
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return None if not math.isfinite(float(value)) else round(float(value), 6)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _generators_for(generators: DefectGenerators | Mapping[int, DefectGenerators], k: int) -> DefectGenerators:
+    if isinstance(generators, DefectGenerators):
+        return generators
+    if k not in generators:
+        raise InvalidInput(f"no generators given for k = {k} (given for {sorted(generators)})")
+    return generators[k]
+
+
+def evaluate_augmentation(
+    store: ArtifactStore,
+    config: AugmentationEvalConfig,
+    generators: DefectGenerators | Mapping[int, DefectGenerators],
+    *,
+    device: torch.device | str = "cpu",
+) -> dict:
+    """The downstream report of `config.dataset` (see the module docstring). `generators` is one set
+    of published models for every k, or one per k (models trained on only those k real defects).
+
+    Returns a JSON-able dict: `rows` {row: {str(k): scores}} for real_only, real_plus_A, real_plus_B;
+    `relative_gain` {row: {str(k): {score: (row - real_only) / real_only}}}; `realism`
+    {"A"|"B"|"real_train": {str(k): KID}}; `diversity` {"A"|"B": {str(k): ...}, "real_test": ...};
+    `feature_extractor`, `diversity_measures`, `settings` (every seed, count and budget) and `seconds`.
+    `device` is where the segmenters train; the generators sample wherever the caller put them.
+    """
+    started = time.monotonic()
+    split = {name: read_product_split(store, config.dataset, name) for name in ("train_normal", "train_defect", "test_normal", "test_defect")}
+    config.validate(len(split["train_defect"]))
+    for method in config.methods:
+        for k in config.real_counts:
+            chosen = _generators_for(generators, k)
+            if method == "B" and (chosen.normal_unet is None or chosen.normal_config is None):
+                raise InvalidInput("approach B needs the normal-manifold DDPM (normal_unet and normal_config)")
+    size = split["train_normal"].image.shape[-1]
+    crop = config.crop_size or size // 2
+    normals = unit_float(split["train_normal"].image)
+    real_images, real_masks = unit_float(split["train_defect"].image), split["train_defect"].mask
+    test_images = np.concatenate([unit_float(split["test_defect"].image), unit_float(split["test_normal"].image)])
+    test_masks = np.concatenate([split["test_defect"].mask, split["test_normal"].mask])
+    empty = np.zeros_like(split["train_normal"].mask)
+
+    held_out_crops = defect_crops(unit_float(split["test_defect"].image), split["test_defect"].mask, crop)
+    k_max = max(config.real_counts)
+    classifier = train_crop_classifier(
+        defect_crops(real_images[:k_max], real_masks[:k_max], crop),
+        random_crops(normals, crop, max(4 * k_max, 64), config.seed),
+        epochs=config.classifier_epochs, steps_per_epoch=config.classifier_steps_per_epoch, seed=config.seed,
+    )
+    extractor = FeatureExtractor(classifier)
+
+    rows: dict[str, dict] = {row: {} for row, method in ROWS.items() if method is None or method in config.methods}
+    realism: dict[str, dict] = {method: {} for method in (*config.methods, "real_train")}
+    diversity: dict[str, Any] = {method: {} for method in config.methods}
+    diversity["real_test"] = {
+        "feature_distance": feature_diversity(extractor(held_out_crops), seed=config.seed),
+        "ssim_diversity": ssim_diversity(held_out_crops, seed=config.seed),
+    }
+    cache_b: dict[int, SyntheticSet] = {}
+    for k in config.real_counts:
+        chosen = _generators_for(generators, k)
+        real_k = (real_images[:k], real_masks[:k])
+        if k >= 2:
+            realism["real_train"][str(k)] = kernel_inception_distance(
+                extractor, held_out_crops, defect_crops(*real_k, crop), subsets=config.kid_subsets, seed=config.seed
+            )
+        synthetic: dict[str, SyntheticSet] = {}
+        masks = sample_masks(
+            chosen.mask_unet, chosen.mask_config, config.synthetic_count, size, seed=config.seed, sampler=config.sampler,
+            steps=config.sample_steps, threshold=config.mask_threshold, min_pixels=config.min_mask_pixels,
+        )
+        picks = pick_normals(config.synthetic_count, len(normals), config.seed)
+        if "A" in config.methods:
+            synthetic["A"] = synthesize_a(normals, masks, picks, real_appearances(*real_k))
+        if "B" in config.methods:  # independent of k unless the models are: drawn once per model set
+            if id(chosen) not in cache_b:
+                cache_b[id(chosen)] = synthesize_b(
+                    chosen.normal_unet, chosen.normal_config, chosen.encoder, normals, masks, picks,
+                    seed=config.seed, sampler=config.sampler, steps=config.sample_steps,
+                )
+            synthetic["B"] = cache_b[id(chosen)]
+        for row, method in ROWS.items():
+            if row not in rows:
+                continue
+            parts = [(real_k[0], real_k[1]), (normals, empty)]
+            if method is not None:
+                parts.append((synthetic[method].image, synthetic[method].mask))
+            model = train_defect_segmenter(
+                np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), config.segmenter, device
+            )
+            scores = score_segmenter(model, test_images, test_masks)
+            scores["train_real_defects"], scores["train_normals"] = k, len(normals)
+            scores["train_synthetic"] = 0 if method is None else config.synthetic_count
+            rows[row][str(k)] = scores
+        for method, made in synthetic.items():
+            crops = defect_crops(made.image, made.mask, crop)
+            realism[method][str(k)], diversity[method][str(k)] = realism_and_diversity(extractor, crops, held_out_crops, config)
+
+    gains = {
+        row: {
+            str(k): {key: _relative(rows[row][str(k)][key], rows["real_only"][str(k)][key]) for key in ("iou", "mean_image_iou", "pixel_auroc")}
+            for k in config.real_counts
+        }
+        for row in rows
+        if row != "real_only"
+    }
+    versions = {str(k): dict(_generators_for(generators, k).versions) for k in config.real_counts}
+    report = {
+        "rows": rows,
+        "relative_gain": gains,
+        "realism": realism,
+        "diversity": diversity,
+        "feature_extractor": FEATURE_EXTRACTOR,
+        "realism_measure": "KID (torchmetrics KernelInceptionDistance, custom feature extractor) against crops of test_defect",
+        "diversity_measures": DIVERSITY_MEASURES,
+        "settings": {
+            **dataclasses.asdict(config),
+            "image_size": size,
+            "crop_size": crop,
+            "held_out": {"test_defect": len(split["test_defect"]), "test_normal": len(split["test_normal"])},
+            "train_normal": len(normals),
+            "segmenter_steps": config.segmenter.epochs * config.segmenter.steps_per_epoch,
+            "encoder": {str(k): _generators_for(generators, k).encoder is not None for k in config.real_counts},
+            "model_versions": versions,
+            "device": str(device),
+        },
+        "seconds": time.monotonic() - started,
+    }
+    return _json_safe(report)
