@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 DATASET = "cxr-phantoms"
 SPLITS = {"train": 320, "val": 32, "test": 64}
+PRODUCTS = "products"
+# Thousands of normal parts, a handful of labelled defects; many held-out defects to measure on.
+PRODUCT_SPLITS = {"train_normal": 200, "train_defect": 20, "test_normal": 50, "test_defect": 100}
 
 
 def _data_phantoms(args: argparse.Namespace, settings: Settings) -> None:
@@ -28,6 +31,18 @@ def _data_phantoms(args: argparse.Namespace, settings: Settings) -> None:
     splits = {"train": args.train, "val": args.val, "test": args.test}
     write_phantom_dataset(store, args.name, size=args.size, splits=splits, seed=args.seed)
     print(f"dataset {args.name!r}: {store.uri(f'datasets/{args.name}/manifest.json')}")
+
+
+def _data_products(args: argparse.Namespace, settings: Settings) -> None:
+    from shared.products.dataset import write_product_dataset
+    from shared.storage import open_store
+
+    store = open_store(settings)
+    splits = {split: getattr(args, split) for split in PRODUCT_SPLITS}
+    manifest = write_product_dataset(store, args.name, category=args.category, size=args.size, splits=splits, seed=args.seed)
+    counts = ", ".join(f"{entry['count']} {split}" for split, entry in manifest["splits"].items())
+    where = store.uri(f"datasets/{args.name}/manifest.json")
+    print(f"dataset {args.name!r} ({manifest['category']}, {manifest['size']}px; {counts}): {where}")
 
 
 def _train_config(config_class: type, args: argparse.Namespace, **fields: object) -> object:
@@ -65,6 +80,34 @@ def _train_normal_synthesis(args: argparse.Namespace, settings: Settings) -> Non
     )
     version = train_normal_synthesis(settings, config)
     print(f"published normal-synthesis version {version.version}: {version.manifest_ref.key}")
+
+
+def _train_ddpm(args: argparse.Namespace, settings: Settings, target: str, train_split: str, val_split: str) -> None:
+    from training.ddpm import DdpmTrainConfig, train_ddpm
+
+    config = _train_config(
+        DdpmTrainConfig, args, target=target, train_split=train_split, val_split=val_split, real_count=args.real_count
+    )
+    version = train_ddpm(settings, config)
+    print(f"published {version.name} version {version.version}: {version.manifest_ref.key}")
+
+
+def _train_defect_masks(args: argparse.Namespace, settings: Settings) -> None:
+    _train_ddpm(args, settings, "mask", "train_defect", "test_defect")
+
+
+def _train_normal_manifold(args: argparse.Namespace, settings: Settings) -> None:
+    _train_ddpm(args, settings, "image", "train_normal", "test_normal")
+
+
+def _train_defect_encoder(args: argparse.Namespace, settings: Settings) -> None:
+    from training.defect_encoder import DefectEncoderTrainConfig, train_defect_encoder
+
+    config = _train_config(
+        DefectEncoderTrainConfig, args, real_count=args.real_count, normal_manifold_version=args.normal_manifold_version
+    )
+    version = train_defect_encoder(settings, config)
+    print(f"published defect-encoder version {version.version}: {version.manifest_ref.key}")
 
 
 def _eval_segmentation(args: argparse.Namespace, settings: Settings) -> None:
@@ -179,9 +222,11 @@ def _demo(args: argparse.Namespace, settings: Settings) -> None:
     run_demo(settings)
 
 
-def _training_parser(train: argparse._SubParsersAction, name: str, description: str) -> argparse.ArgumentParser:
+def _training_parser(
+    train: argparse._SubParsersAction, name: str, description: str, dataset: str = DATASET
+) -> argparse.ArgumentParser:
     parser = train.add_parser(name, help=description)
-    parser.add_argument("--dataset", default=DATASET)
+    parser.add_argument("--dataset", default=dataset)
     parser.add_argument("--workers", type=int, default=1, help="Ray Train workers")
     parser.add_argument("--gpus", action="store_true", help="one GPU per worker, bf16 autocast")
     parser.add_argument("--epochs", type=int, help="default: the model's training config")
@@ -220,6 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
     for split, count in SPLITS.items():
         phantoms.add_argument(f"--{split}", type=int, default=count, help=f"images in the {split} split")
     phantoms.set_defaults(func=_data_phantoms)
+    products = data.add_parser("products", help="product surfaces, and real-like defects with exact masks")
+    products.add_argument("--name", default=PRODUCTS)
+    products.add_argument("--category", default="metal", help="brick, grass, gravel, metal, fabric or plastic")
+    products.add_argument("--size", type=int, default=64)
+    products.add_argument("--seed", type=int, default=0)
+    for split, count in PRODUCT_SPLITS.items():
+        products.add_argument(f"--{split.replace('_', '-')}", dest=split, type=int, default=count, help=f"images in {split}")
+    products.set_defaults(func=_data_products)
 
     train = sub.add_parser("train", help="train a model with Ray Train").add_subparsers(dest="model", required=True)
     seg = _training_parser(train, "segmentation", "anatomy U-Net")
@@ -230,6 +283,16 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--pseudo-pairs", default="", help="pseudo-pair dataset (default: <dataset>-pseudo-pairs)")
     synth.add_argument("--segmentation-version", default="latest", help="segmenter that labels the anatomy")
     synth.set_defaults(func=_train_normal_synthesis)
+    for name, description, handler in (
+        ("defect-masks", "approach A: DDPM over the few real defect masks", _train_defect_masks),
+        ("normal-manifold", "approach B: DDPM over normal product surfaces", _train_normal_manifold),
+        ("defect-encoder", "approach B: encoder steering the frozen normal-manifold DDPM to draw defects", _train_defect_encoder),
+    ):
+        defects = _training_parser(train, name, description, dataset=PRODUCTS)
+        defects.add_argument("--real-count", type=int, default=0, help="use only the first N training images (0 = all)")
+        defects.set_defaults(func=handler)
+        if name == "defect-encoder":
+            defects.add_argument("--normal-manifold-version", default="latest", help="the frozen DDPM it steers")
 
     evaluate = sub.add_parser("eval", help="evaluate a published model").add_subparsers(dest="model", required=True)
     seg_eval = _eval_parser(evaluate, "segmentation", "per-class Dice on held-out phantoms")

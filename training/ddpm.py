@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -36,10 +37,11 @@ SCORE = "val_score"  # minus the held-out DDPM loss: higher is better, like ever
 
 
 @dataclasses.dataclass(frozen=True)
-class DdpmTrainConfig:
-    target: Target = "mask"
+class DiffusionRun:
+    """What every diffusion trainer of defect generation shares: data, budget, schedule, scale."""
+
     dataset: str = "products"
-    train_split: str = "train_defect"  # masks of its defect images, or its (normal) images
+    train_split: str = "train_defect"
     val_split: str = "test_defect"
     real_count: int = 0  # use only the first `real_count` training images (0 = all): the k of "k real defects"
     epochs: int = 10
@@ -50,6 +52,11 @@ class DdpmTrainConfig:
     seed: int = 0
     workers: int = 1
     use_gpu: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class DdpmTrainConfig(DiffusionRun):
+    target: Target = "mask"  # "mask": the masks of `train_split`'s defect images; "image": its images
     model: DiffusionConfig = DiffusionConfig(image_size=32, channels=(32, 64, 64))
 
 
@@ -82,6 +89,30 @@ def augmented_batch(data: torch.Tensor, batch_size: int, generator: torch.Genera
         image = torch.rot90(data[index], turn, dims=(-2, -1))
         out.append(torch.flip(image, dims=(-1,)) if flip else image)
     return torch.stack(out)
+
+
+def ema_steps(
+    model: torch.nn.Module,
+    ema: torch.optim.swa_utils.AveragedModel,
+    optimiser: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    steps: int,
+    device: torch.device,
+    step_loss: Callable[[], torch.Tensor],
+) -> float:
+    """`steps` optimiser steps on `step_loss()` (under autocast), the learning-rate schedule and the EMA
+    of `model` advanced after each; returns the mean loss. One epoch of every diffusion trainer."""
+    total = 0.0
+    for _ in range(steps):
+        with harness.autocast(device):
+            loss = step_loss()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        ema.update_parameters(harness.unwrap(model))
+        total += loss.item()
+    return total / steps
 
 
 def held_out_loss(unet: torch.nn.Module, config: DiffusionConfig, images: torch.Tensor, device: torch.device) -> float:
@@ -117,20 +148,14 @@ def train_loop(config: dict[str, Any]) -> None:
 
     for epoch in range(config["epochs"]):
         unet.train()
-        started, loss_sum = time.time(), 0.0
-        for _ in range(config["steps_per_epoch"]):
-            batch = augmented_batch(data, config["batch_size"], draws).to(device)
-            with harness.autocast(device):
-                loss = ddpm_loss(unet, scheduler, batch, draws)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            ema.update_parameters(harness.unwrap(unet))
-            loss_sum += loss.item()
+        started = time.time()
+        train_loss = ema_steps(
+            unet, ema, optimiser, schedule, config["steps_per_epoch"], device,
+            lambda: ddpm_loss(unet, scheduler, augmented_batch(data, config["batch_size"], draws).to(device), draws),
+        )
         metrics: dict[str, Any] = {
             "epoch": epoch + 1,
-            "train_loss": loss_sum / config["steps_per_epoch"],
+            "train_loss": train_loss,
             "epoch_seconds": time.time() - started,
             "training_images": len(data),
         }

@@ -22,7 +22,9 @@ equals `unet(x, t)` exactly, so a diffusers change that breaks it fails loudly.
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -243,3 +245,12 @@ def inpaint_defect(
     x_T = torch.randn(normal.shape, generator=generator).to(normal.device, normal.dtype)
     x_0 = reverse_process(scheduler, x_T, predict_noise, generator, before_step=keep_known, progress=progress)
     return torch.where(mask.bool(), (x_0.clamp(-1.0, 1.0) + 1.0) / 2.0, normal)
+
+
+def encoder_from_weights(config: dict[str, Any], weights: bytes) -> DefectEncoder:
+    """Rebuild a published defect encoder (config = {"encoder", "unet", ...} as published, torch state
+    dict bytes), ready for inference; the frozen UNet it steers is normal-manifold
+    v`config["normal_manifold_version"]`."""
+    encoder = DefectEncoder(DefectEncoderConfig.from_dict(config["encoder"]), DiffusionConfig.from_dict(config["unet"]))
+    encoder.load_state_dict(torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True))
+    return encoder.eval()
