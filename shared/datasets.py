@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import re
+from collections.abc import Callable
 
 import numpy as np
 
@@ -67,6 +68,34 @@ def read_manifest_json(store: ArtifactStore, name: str, what: str) -> object:
         return json.loads(raw)
     except ValueError as exc:
         raise InvalidInput(f"{what} {name!r} has an invalid manifest: not JSON ({exc})") from None
+
+
+def stored_parameters(manifest: dict, keys: tuple[str, ...]) -> dict:
+    """The parameters a manifest was written with (`keys`) and its image count per split: what a
+    new request must equal for the stored dataset to be reused."""
+    stored = {key: manifest[key] for key in keys}
+    stored["splits"] = {split: entry["count"] for split, entry in sorted(manifest["splits"].items())}
+    return stored
+
+
+def validated_manifest(
+    store: ArtifactStore, name: str, *, what: str, dataset_format: str, keys: tuple[str, ...], check: Callable[[dict], str]
+) -> dict:
+    """The manifest of dataset `name` if it is complete, of `dataset_format`, and `check` (the dataset kind's
+    own test, returning a problem or "") passes; NotFound if it was never completed, else InvalidInput."""
+    manifest = read_manifest_json(store, name, what)
+    problem = ""
+    if not isinstance(manifest, dict):
+        problem = "it is not a JSON object"
+    elif missing := [key for key in keys if key not in manifest]:
+        problem = f"it lacks {', '.join(missing)}"
+    elif manifest["format"] != dataset_format:
+        problem = f"its format is {manifest['format']!r}, this code reads {dataset_format!r}"
+    elif not (problem := check(manifest)) and not splits_well_formed(manifest["splits"]):
+        problem = "its splits need a count and shards with key, sha256 and count"
+    if problem:
+        raise InvalidInput(f"{what} {name!r} has an invalid manifest: {problem}")
+    return manifest
 
 
 def reusable(store: ArtifactStore, what: str, existing: dict, stored: dict, wanted: dict) -> bool:

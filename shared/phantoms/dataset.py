@@ -22,7 +22,7 @@ from tqdm import tqdm
 from shared.anatomy import ANATOMY_CLASSES
 from shared.errors import IntegrityError, InvalidInput, NotFound
 from shared.phantoms.cxr import FIELD_OF_VIEW_MM, GENERATOR_VERSION, MAX_LESIONS, MAX_SIZE, MIN_SIZE, render_phantom
-from shared.datasets import NAME, check_name, derived_seed, load_split, manifest_key, read_manifest_json, reusable, shard_key, splits_well_formed
+from shared.datasets import NAME, check_name, derived_seed, load_split, manifest_key, reusable, shard_key, stored_parameters, validated_manifest
 from shared.storage.base import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -113,33 +113,14 @@ def _parameters(size: int, splits: dict[str, int], seed: int, abnormal_fraction:
     }
 
 
-def _stored_parameters(manifest: dict) -> dict:
-    stored = {key: manifest[key] for key in _PARAMETERS}
-    stored["splits"] = {split: entry["count"] for split, entry in sorted(manifest["splits"].items())}
-    return stored
-
-
-def _validate_manifest(name: str, manifest: object) -> dict:
-    """The manifest if it is complete and matches this code's label set; InvalidInput otherwise."""
-    problem = ""
-    if not isinstance(manifest, dict):
-        problem = "it is not a JSON object"
-    elif missing := [key for key in _MANIFEST_KEYS if key not in manifest]:
-        problem = f"it lacks {', '.join(missing)}"
-    elif manifest["format"] != DATASET_FORMAT:
-        problem = f"its format is {manifest['format']!r}, this code reads {DATASET_FORMAT!r}"
-    elif list(manifest["label_set"]) != list(ANATOMY_CLASSES):
-        problem = f"its label set {manifest['label_set']} differs from shared.anatomy's {list(ANATOMY_CLASSES)}"
-    elif not splits_well_formed(manifest["splits"]):
-        problem = "its splits need a count and shards with key, sha256 and count"
-    if problem:
-        raise InvalidInput(f"phantom dataset {name!r} has an invalid manifest: {problem}")
-    return manifest
+def _check_manifest(manifest: dict) -> str:
+    labels = list(manifest["label_set"])
+    return "" if labels == list(ANATOMY_CLASSES) else f"its label set {labels} differs from shared.anatomy's {list(ANATOMY_CLASSES)}"
 
 
 def read_phantom_manifest(store: ArtifactStore, name: str) -> dict:
     """The validated manifest of dataset `name` (NotFound if it was never completed)."""
-    return _validate_manifest(name, read_manifest_json(store, name, "phantom dataset"))
+    return validated_manifest(store, name, what="phantom dataset", dataset_format=DATASET_FORMAT, keys=_MANIFEST_KEYS, check=_check_manifest)
 
 
 def _shard_bytes(phantoms: list) -> bytes:
@@ -191,7 +172,7 @@ def write_phantom_dataset(
     wanted = _parameters(size, splits, seed, abnormal_fraction, shard_size)
     if store.exists(manifest_key(name)):
         existing = read_phantom_manifest(store, name)
-        if reusable(store, f"phantom dataset {name!r}", existing, _stored_parameters(existing), wanted):
+        if reusable(store, f"phantom dataset {name!r}", existing, stored_parameters(existing, _PARAMETERS), wanted):
             return existing
 
     plans = {split: _split_plan(seed, split, count, abnormal_fraction) for split, count in wanted["splits"].items()}

@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from shared.errors import IntegrityError, InvalidInput, NotFound
-from shared.datasets import NAME, check_name, derived_seed, load_split, manifest_key, read_manifest_json, reusable, shard_key, splits_well_formed
+from shared.datasets import NAME, check_name, derived_seed, load_split, manifest_key, reusable, shard_key, stored_parameters, validated_manifest
 from shared.products.defects import DEFECT_KINDS, DEFECT_VERSION, MIN_CHANGE, check_kind, render_defect
 from shared.products.surfaces import SURFACE_VERSION, check_category, check_size, render_surface
 from shared.storage.base import ArtifactStore
@@ -95,33 +95,14 @@ def _check_request(
         raise InvalidInput(f"dataset {name!r}: shard_size must be a positive integer, got {shard_size!r}")
 
 
-def _stored_parameters(manifest: dict) -> dict:
-    stored = {key: manifest[key] for key in _PARAMETERS}
-    stored["splits"] = {split: entry["count"] for split, entry in sorted(manifest["splits"].items())}
-    return stored
-
-
-def _validate_manifest(name: str, manifest: object) -> dict:
-    """The manifest if it is complete and names this code's defect kinds; InvalidInput otherwise."""
-    problem = ""
-    if not isinstance(manifest, dict):
-        problem = "it is not a JSON object"
-    elif missing := [key for key in _MANIFEST_KEYS if key not in manifest]:
-        problem = f"it lacks {', '.join(missing)}"
-    elif manifest["format"] != DATASET_FORMAT:
-        problem = f"its format is {manifest['format']!r}, this code reads {DATASET_FORMAT!r}"
-    elif list(manifest["kind_names"]) != list(DEFECT_KINDS):
-        problem = f"its defect kinds {manifest['kind_names']} differ from this code's {list(DEFECT_KINDS)}"
-    elif not splits_well_formed(manifest["splits"]):
-        problem = "its splits need a count and shards with key, sha256 and count"
-    if problem:
-        raise InvalidInput(f"product dataset {name!r} has an invalid manifest: {problem}")
-    return manifest
+def _check_manifest(manifest: dict) -> str:
+    kinds = list(manifest["kind_names"])
+    return "" if kinds == list(DEFECT_KINDS) else f"its defect kinds {kinds} differ from this code's {list(DEFECT_KINDS)}"
 
 
 def read_product_manifest(store: ArtifactStore, name: str) -> dict:
     """The validated manifest of dataset `name` (NotFound if it was never completed)."""
-    return _validate_manifest(name, read_manifest_json(store, name, "product dataset"))
+    return validated_manifest(store, name, what="product dataset", dataset_format=DATASET_FORMAT, keys=_MANIFEST_KEYS, check=_check_manifest)
 
 
 def render_sample(
@@ -197,7 +178,7 @@ def write_product_dataset(
     }
     if store.exists(manifest_key(name)):
         existing = read_product_manifest(store, name)
-        if reusable(store, f"product dataset {name!r}", existing, _stored_parameters(existing), wanted):
+        if reusable(store, f"product dataset {name!r}", existing, stored_parameters(existing, _PARAMETERS), wanted):
             return existing
 
     plans = {split: _split_plan(seed, split, count, defect_kinds) for split, count in wanted["splits"].items()}
