@@ -150,6 +150,30 @@ def print_twin_report(report: dict) -> None:
         print(f"  {key:<20}" + "".join(f"{c[key]:>22.4f}" if key in c else f"{'-':>22}" for c in columns.values()))
 
 
+def _eval_defect_augmentation(args: argparse.Namespace, settings: Settings) -> None:
+    from shared.storage import open_store
+    from training.defect_augmentation import AugmentationEvalConfig, evaluate_augmentation, load_generators
+
+    store = open_store(settings)
+    config = AugmentationEvalConfig(
+        dataset=args.dataset, real_counts=tuple(args.k), synthetic_count=args.synthetic, methods=tuple(args.methods),
+        sample_steps=args.steps, seed=args.seed,
+    )
+    report = evaluate_augmentation(store, config, load_generators(store, encoder=args.encoder_version))
+    if args.json:
+        print(json.dumps(report))
+        return
+    print(f"defect segmentation on {args.dataset} held-out defects (IoU / pixel AUROC; gain in IoU vs real only)")
+    for row, by_k in report["rows"].items():
+        cells = []
+        for k, scores in by_k.items():
+            gain = report["relative_gain"].get(row, {}).get(k, {}).get("iou")
+            cells.append(f"k={k}: {scores['iou']:.3f} / {scores['pixel_auroc']:.3f}" + (f" ({gain:+.0%})" if gain is not None else ""))
+        print(f"  {row:<14} " + "   ".join(cells))
+    for method, by_k in report["realism"].items():
+        print(f"  KID {method:<10} " + "   ".join(f"k={k}: {v['kid_mean']:.3f}" for k, v in by_k.items()))
+
+
 def _up(args: argparse.Namespace, settings: Settings) -> None:
     from services.up import deploy
 
@@ -298,6 +322,16 @@ def build_parser() -> argparse.ArgumentParser:
     seg_eval = _eval_parser(evaluate, "segmentation", "per-class Dice on held-out phantoms")
     seg_eval.set_defaults(func=_eval_segmentation)
     synth_eval = _eval_parser(evaluate, "normal-synthesis", "twins vs the true twins, beside the CycleGAN baseline")
+    defect_eval = evaluate.add_parser("defect-augmentation", help="defect segmenter: k real vs k real + N synthetic (A, B)")
+    defect_eval.add_argument("--dataset", default="products")
+    defect_eval.add_argument("--k", type=int, nargs="+", default=[5, 20], help="real defects per row")
+    defect_eval.add_argument("--synthetic", type=int, default=100, help="synthetic defects added (N)")
+    defect_eval.add_argument("--methods", nargs="+", choices=["A", "B"], default=["A", "B"])
+    defect_eval.add_argument("--steps", type=int, default=50, help="DDIM steps for sampling")
+    defect_eval.add_argument("--encoder-version", default="latest", help="defect-encoder version ('' = plain RePaint)")
+    defect_eval.add_argument("--seed", type=int, default=0)
+    defect_eval.add_argument("--json", action="store_true", help="print one JSON object")
+    defect_eval.set_defaults(func=_eval_defect_augmentation)
     synth_eval.set_defaults(func=_eval_normal_synthesis)
 
     up = sub.add_parser("up", help="start Ray + Serve and deploy the services")

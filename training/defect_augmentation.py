@@ -24,6 +24,7 @@ Protocol, in one process (no Ray: every row is a small training on one machine):
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -47,10 +48,11 @@ from shared.defect_metrics import (
     ssim_diversity,
 )
 from shared.errors import InvalidInput
-from shared.models.defect_encoder import inpaint_defect
-from shared.models.diffusion import DiffusionConfig, Sampler, binarise, nonempty, sample
+from shared.models.defect_encoder import encoder_from_weights, inpaint_defect
+from shared.models.diffusion import DiffusionConfig, Sampler, binarise, build_unet, nonempty, sample
 from shared.models.segmenter import AnatomySegmenter, SegmenterConfig
 from shared.products.dataset import read_product_split
+from shared.registry import ModelRegistry
 from shared.storage.base import ArtifactStore
 from training.ddpm import augmented_batch
 
@@ -120,6 +122,29 @@ class DefectGenerators:
     normal_config: DiffusionConfig | None = None
     encoder: nn.Module | None = None  # None = plain RePaint with the normal-manifold DDPM
     versions: dict[str, str] = dataclasses.field(default_factory=dict)  # for the report, e.g. {"defect-masks": "3"}
+
+
+def load_generators(store: ArtifactStore, *, masks: str = "latest", normal: str = "latest", encoder: str = "latest") -> DefectGenerators:
+    """The published models by version ("latest" or a number). With no `defect-encoder` published
+    (or `encoder=""`), approach B is plain RePaint with the normal-manifold DDPM, and the report says so."""
+    registry = ModelRegistry(store)
+
+    def ddpm(name: str, version: str) -> tuple[nn.Module, DiffusionConfig, int]:
+        loaded = registry.load(name, version)
+        config = DiffusionConfig.from_dict(loaded.config)
+        unet = build_unet(config)
+        unet.load_state_dict(torch.load(io.BytesIO(loaded.weights), map_location="cpu", weights_only=True))
+        return unet.eval(), config, loaded.version
+
+    mask_unet, mask_config, mask_version = ddpm("defect-masks", masks)
+    normal_unet, normal_config, normal_version = ddpm("normal-manifold", normal)
+    versions = {"defect-masks": str(mask_version), "normal-manifold": str(normal_version)}
+    steering = None
+    if encoder and registry.versions("defect-encoder"):
+        loaded = registry.load("defect-encoder", encoder)
+        steering = encoder_from_weights(loaded.config, loaded.weights)
+        versions["defect-encoder"] = str(loaded.version)
+    return DefectGenerators(mask_unet, mask_config, normal_unet, normal_config, steering, versions)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -133,3 +133,19 @@ def test_evaluate_augmentation_end_to_end(twinray_settings, product_dataset):
     assert settings["model_versions"]["2"] == {"defect-masks": "untrained"} and settings["encoder"] == {"2": False, "3": False}
     with pytest.raises(InvalidInput, match="train_defect split has 5"):
         evaluate_augmentation(open_store(twinray_settings), AugmentationEvalConfig(dataset=product_dataset, real_counts=(5, 20)), generators)
+
+
+@pytest.mark.integration
+def test_cli_evaluates_the_published_models(trained_mask_ddpm, trained_normal_manifold, product_dataset, capsys):
+    """`twinray eval defect-augmentation --json` loads the latest published DDPMs (here without the
+    encoder: plain RePaint) and prints the documented report."""
+    from services.cli import main
+
+    argv = ["eval", "defect-augmentation", "--dataset", product_dataset, "--k", "2", "--synthetic", "4", "--steps", "3", "--encoder-version", "", "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["rows"]) == {"real_only", "real_plus_A", "real_plus_B"}
+    assert all(0.0 <= report["rows"][row]["2"]["iou"] <= 1.0 for row in report["rows"])
+    assert report["settings"]["model_versions"]["2"]["defect-masks"] == str(trained_mask_ddpm.version)
+    assert "defect-encoder" not in report["settings"]["model_versions"]["2"]
+    assert main([*argv, "--k", "99"]) == 2  # more real defects than the split holds: a one-line error
