@@ -8,6 +8,7 @@ overwritten. Each dataset module keeps its own parameters, arrays and validation
 """
 from __future__ import annotations
 
+import datetime
 import hashlib
 import io
 import json
@@ -111,6 +112,21 @@ def reusable(store: ArtifactStore, what: str, existing: dict, stored: dict, want
         return True
     log.warning("%s lacks shards; rewriting it", what)
     return False
+
+
+def commit_manifest(store: ArtifactStore, name: str, manifest: dict, what: str) -> dict:
+    """Stamp and write `manifest` as the LAST object of dataset `name` (the commit point); return it."""
+    manifest["created_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    store.put_bytes(manifest_key(name), json.dumps(manifest, indent=2, sort_keys=True).encode(), content_type="application/json")
+    log.info("wrote %s %r: %s", what, name, {s: e["count"] for s, e in manifest["splits"].items()})
+    return manifest
+
+
+def split_entry(manifest: dict, name: str, split: str, what: str) -> dict:
+    """The manifest entry of `split`; NotFound naming the splits there are."""
+    if split not in manifest["splits"]:
+        raise NotFound(f"{what} {name!r} has no split {split!r} (it has {sorted(manifest['splits'])})")
+    return manifest["splits"][split]
 
 
 def load_split(

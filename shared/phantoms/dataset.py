@@ -10,22 +10,18 @@ Persons are derived from (seed, split, index) by hashing, so splits never share 
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import io
-import json
-import logging
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from shared.anatomy import ANATOMY_CLASSES
-from shared.errors import IntegrityError, InvalidInput, NotFound
+from shared.errors import InvalidInput
 from shared.phantoms.cxr import FIELD_OF_VIEW_MM, GENERATOR_VERSION, MAX_LESIONS, MAX_SIZE, MIN_SIZE, render_phantom
-from shared.datasets import NAME, check_name, derived_seed, load_split, manifest_key, reusable, shard_key, stored_parameters, validated_manifest
+from shared.datasets import NAME, check_name, commit_manifest, derived_seed, load_split, manifest_key, reusable, shard_key, split_entry, stored_parameters, validated_manifest
 from shared.storage.base import ArtifactStore
 
-log = logging.getLogger(__name__)
 
 DATASET_FORMAT = "twinray.cxr-phantoms/1"
 SEED_SCHEME = "int(sha256(f'{seed}/{split}/{person|lesion|abnormal}/{index}')[:8], big) >> 1"
@@ -200,18 +196,12 @@ def write_phantom_dataset(
                 shards.append({"key": ref.key, "sha256": ref.sha256, "count": len(phantoms), "bytes": ref.size})
             abnormal = sum(lesion is not None for _, lesion in plan)
             manifest["splits"][split] = {"count": len(plan), "abnormal": abnormal, "shards": shards}
-    manifest["created_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode()
-    store.put_bytes(manifest_key(name), manifest_bytes, content_type="application/json")
-    log.info("wrote phantom dataset %r: %s", name, {s: e["count"] for s, e in manifest["splits"].items()})
-    return manifest
+    return commit_manifest(store, name, manifest, "phantom dataset")
 
 
 def read_phantom_split(store: ArtifactStore, name: str, split: str) -> PhantomArrays:
     """Load split `split` of dataset `name`, every shard verified against its manifest sha256."""
     manifest = read_phantom_manifest(store, name)
-    if split not in manifest["splits"]:
-        raise NotFound(f"phantom dataset {name!r} has no split {split!r} (it has {sorted(manifest['splits'])})")
-    entry, size = manifest["splits"][split], manifest["size"]
+    entry, size = split_entry(manifest, name, split, "phantom dataset"), manifest["size"]
     out = load_split(store, f"phantom dataset {name!r}", split, entry, _shard_shapes(size), _SHARD_DTYPES)
     return PhantomArrays(**out, spacing_mm=float(manifest["spacing_mm"]))

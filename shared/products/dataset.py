@@ -18,21 +18,17 @@ defect_seed -1 for normal.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import io
-import json
-import logging
 
 import numpy as np
 from tqdm import tqdm
 
-from shared.errors import IntegrityError, InvalidInput, NotFound
-from shared.datasets import NAME, check_name, derived_seed, load_split, manifest_key, reusable, shard_key, stored_parameters, validated_manifest
+from shared.errors import InvalidInput
+from shared.datasets import NAME, check_name, commit_manifest, derived_seed, load_split, manifest_key, reusable, shard_key, split_entry, stored_parameters, validated_manifest
 from shared.products.defects import DEFECT_KINDS, DEFECT_VERSION, MIN_CHANGE, check_kind, render_defect
 from shared.products.surfaces import SURFACE_VERSION, check_category, check_size, render_surface
 from shared.storage.base import ArtifactStore
 
-log = logging.getLogger(__name__)
 
 DATASET_FORMAT = "twinray.product-defects/1"
 GENERATOR_VERSION = f"{SURFACE_VERSION}+{DEFECT_VERSION}"
@@ -205,18 +201,13 @@ def write_product_dataset(
                 "kind_counts": {kind: kinds.count(kind) for kind in defect_kinds if kind in kinds},
                 "shards": shards,
             }
-    manifest["created_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    store.put_bytes(manifest_key(name), json.dumps(manifest, indent=2, sort_keys=True).encode(), content_type="application/json")
-    log.info("wrote product dataset %r: %s", name, {s: e["count"] for s, e in manifest["splits"].items()})
-    return manifest
+    return commit_manifest(store, name, manifest, "product dataset")
 
 
 def read_product_split(store: ArtifactStore, name: str, split: str) -> ProductArrays:
     """Load split `split` of dataset `name`, every shard verified against its manifest sha256."""
     manifest = read_product_manifest(store, name)
-    if split not in manifest["splits"]:
-        raise NotFound(f"product dataset {name!r} has no split {split!r} (it has {sorted(manifest['splits'])})")
-    entry, size = manifest["splits"][split], manifest["size"]
+    entry, size = split_entry(manifest, name, split, "product dataset"), manifest["size"]
     shapes = {key: (size, size) if key in ("image", "mask") else () for key in _SHARD_ARRAYS}
     out = load_split(store, f"product dataset {name!r}", split, entry, shapes, _SHARD_ARRAYS)
     return ProductArrays(**out, category=manifest["category"], kind_names=tuple(manifest["kind_names"]))
