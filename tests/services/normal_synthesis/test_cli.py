@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from services.cli import main
+from services.cli import main, print_twin_report
 from training import matching_pairs, normal_synthesis
 
 
@@ -61,27 +61,18 @@ REPORT = {
 }
 
 
-@pytest.fixture
-def evaluated(monkeypatch) -> dict:
-    asked: dict = {}
-
-    def fake(settings, **kwargs):
-        asked.update(kwargs)
-        return REPORT
-
-    monkeypatch.setattr(normal_synthesis, "evaluate_published", fake)
-    return asked
+@pytest.mark.integration
+def test_eval_normal_synthesis_json_is_the_published_models_report(trained_normal_synthesizer, phantom_dataset, twinray_settings, capsys):
+    version = str(trained_normal_synthesizer.version)
+    assert main(["eval", "normal-synthesis", "--json", "--version", version, "--dataset", phantom_dataset, "--split", "val"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    expected = normal_synthesis.evaluate_published(twinray_settings, version=version, dataset=phantom_dataset, split="val")
+    assert printed == json.loads(json.dumps(expected))
+    assert set(printed) >= {"cyclegan", "anatomy_prior"}
 
 
-def test_eval_normal_synthesis_json_is_the_report(evaluated, capsys):
-    assert main(["eval", "normal-synthesis", "--json", "--version", "4", "--dataset", "mine", "--split", "val"]) == 0
-    assert evaluated == {"version": "4", "dataset": "mine", "split": "val"}
-    assert json.loads(capsys.readouterr().out) == REPORT
-
-
-def test_eval_normal_synthesis_table_has_a_row_per_metric_and_a_column_per_method(evaluated, capsys):
-    assert main(["eval", "normal-synthesis"]) == 0
-    assert evaluated == {"version": "latest", "dataset": "cxr-phantoms", "split": "test"}
+def test_twin_report_table_has_a_row_per_metric_and_a_column_per_method(capsys):
+    print_twin_report(REPORT)
     lines = capsys.readouterr().out.splitlines()
     assert "mine/test (8 images, 5 abnormal images; anatomy by segmentation v2)" in lines[0]
     assert lines[1].split() == ["cyclegan", "anatomy_prior"]
