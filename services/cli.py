@@ -151,8 +151,9 @@ def print_twin_report(report: dict) -> None:
 
 
 def _eval_defect_augmentation(args: argparse.Namespace, settings: Settings) -> None:
+    from shared.defect_synthesis import load_generators
     from shared.storage import open_store
-    from training.defect_augmentation import AugmentationEvalConfig, evaluate_augmentation, load_generators
+    from training.defect_augmentation import AugmentationEvalConfig, evaluate_augmentation
 
     store = open_store(settings)
     config = AugmentationEvalConfig(

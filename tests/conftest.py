@@ -244,13 +244,34 @@ def product_dataset(twinray_settings: Settings) -> str:
     return "test-products"
 
 
-def _tiny_ddpm(target: str, train_split: str, val_split: str):
+def _tiny_diffusion():
     from shared.models.diffusion import DiffusionConfig
+
+    return DiffusionConfig(image_size=16, channels=(8, 16), norm_groups=4, train_timesteps=50)
+
+
+@pytest.fixture
+def tiny_ddpm():
+    """(config, make): a 16 px DDPM config and `make(seed)` -> an untrained UNet of it, for sampler tests."""
+    import torch
+
+    from shared.models.diffusion import build_unet
+
+    config = _tiny_diffusion()
+
+    def make(seed: int) -> "torch.nn.Module":
+        torch.manual_seed(seed)
+        return build_unet(config)
+
+    return config, make
+
+
+def _tiny_ddpm(target: str, train_split: str, val_split: str):
     from training.ddpm import DdpmTrainConfig
 
     return DdpmTrainConfig(
         target=target, dataset="test-products", train_split=train_split, val_split=val_split, epochs=2,
-        steps_per_epoch=4, batch_size=4, model=DiffusionConfig(image_size=16, channels=(8, 16), norm_groups=4, train_timesteps=50),
+        steps_per_epoch=4, batch_size=4, model=_tiny_diffusion(),
     )
 
 
