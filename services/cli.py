@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -85,8 +86,12 @@ def _train_normal_synthesis(args: argparse.Namespace, settings: Settings) -> Non
 def _train_ddpm(args: argparse.Namespace, settings: Settings, target: str, train_split: str, val_split: str) -> None:
     from training.ddpm import DdpmTrainConfig, train_ddpm
 
+    model = DdpmTrainConfig.model
+    if args.image_size:
+        model = dataclasses.replace(model, image_size=args.image_size)
     config = _train_config(
-        DdpmTrainConfig, args, target=target, train_split=train_split, val_split=val_split, real_count=args.real_count
+        DdpmTrainConfig, args, target=target, train_split=train_split, val_split=val_split, real_count=args.real_count,
+        model=model,
     )
     version = train_ddpm(settings, config)
     print(f"published {version.name} version {version.version}: {version.manifest_ref.key}")
@@ -318,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
         defects.set_defaults(func=handler)
         if name == "defect-encoder":
             defects.add_argument("--normal-manifold-version", default="latest", help="the frozen DDPM it steers")
+        else:
+            defects.add_argument("--image-size", type=int, default=0, help="side of the DDPM's images (0 = the default, 32 px)")
 
     evaluate = sub.add_parser("eval", help="evaluate a published model").add_subparsers(dest="model", required=True)
     seg_eval = _eval_parser(evaluate, "segmentation", "per-class Dice on held-out phantoms")

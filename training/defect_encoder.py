@@ -46,6 +46,7 @@ class DefectEncoderTrainConfig(DiffusionRun):
 
     normal_split: str = "test_normal"  # normal surfaces the card's sample inpaints with `val_split`'s masks
     normal_manifold_version: str = "latest"  # resolved once, before Ray starts, and recorded
+    mask_weight: float = 20.0  # weight of the defect pixels in the loss (conditioned_loss); 1 = plain L_simple
     model: DefectEncoderConfig = DefectEncoderConfig()
 
 
@@ -79,7 +80,7 @@ def frozen_normal_manifold(registry: ModelRegistry, version: int) -> tuple[torch
 
 def held_out_loss(
     unet: torch.nn.Module, encoder: DefectEncoder, unet_config: DiffusionConfig,
-    images: torch.Tensor, masks: torch.Tensor, device: torch.device,
+    images: torch.Tensor, masks: torch.Tensor, device: torch.device, mask_weight: float = 1.0,
 ) -> float:
     """`conditioned_loss` on `images` at a FIXED draw of t and noise, so epochs compare like for like."""
     scheduler, generator = make_scheduler(unet_config), torch.Generator().manual_seed(1234)
@@ -87,7 +88,7 @@ def held_out_loss(
     with torch.no_grad():
         for i in range(0, len(images), 32):
             batch, mask = images[i : i + 32].to(device), masks[i : i + 32].to(device)
-            losses.append(conditioned_loss(unet, encoder, scheduler, batch, mask, batch, generator).item())
+            losses.append(conditioned_loss(unet, encoder, scheduler, batch, mask, batch, generator, mask_weight).item())
     return float(np.mean(losses))
 
 
@@ -110,7 +111,8 @@ def train_loop(config: dict[str, Any]) -> None:
         harness.unwrap(encoder), multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config["ema_decay"])
     )
     # The untrained encoder adds zeros: its held-out loss is the frozen DDPM's own, the baseline.
-    baseline = held_out_loss(unet, harness.unwrap(encoder).eval(), unet_config, *val, device) if rank == 0 else None
+    weight = config["mask_weight"]
+    baseline = held_out_loss(unet, harness.unwrap(encoder).eval(), unet_config, *val, device, weight) if rank == 0 else None
     optimiser = torch.optim.AdamW(encoder.parameters(), lr=config["learning_rate"])
     total = config["epochs"] * config["steps_per_epoch"]
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config["learning_rate"], total_steps=total, pct_start=0.1)
@@ -119,7 +121,7 @@ def train_loop(config: dict[str, Any]) -> None:
 
     def step_loss() -> torch.Tensor:
         batch, mask = (t.to(device) for t in augmented_pairs(images, masks, config["batch_size"], draws))
-        return conditioned_loss(unet, encoder, scheduler, batch, mask, batch, draws)
+        return conditioned_loss(unet, encoder, scheduler, batch, mask, batch, draws, weight)
 
     for epoch in range(config["epochs"]):
         encoder.train()
@@ -132,7 +134,7 @@ def train_loop(config: dict[str, Any]) -> None:
             "training_images": len(images),
         }
         if rank == 0:
-            metrics["val_loss"] = held_out_loss(unet, ema.module.eval(), unet_config, *val, device)
+            metrics["val_loss"] = held_out_loss(unet, ema.module.eval(), unet_config, *val, device, weight)
             metrics["val_loss_frozen_ddpm"] = baseline
             metrics[SCORE] = -metrics["val_loss"]
             print(
@@ -202,7 +204,8 @@ def train_defect_encoder(settings: Settings, config: DefectEncoderTrainConfig) -
             f"`{NORMAL_MANIFOLD}` v{normal_version} DDPM ({unet_config.image_size}px, channels {list(unet_config.channels)}) "
             f"to draw a defect inside a given mask; RePaint-style inpainting keeps the normal image outside it.\n"
             f"Trained on {metrics.get('training_images', '?')} real defect images of `{config.dataset}`/{config.train_split} "
-            f"with their masks (8-fold flip/turn augmentation, image and mask alike), {config.epochs} epochs of "
+            f"with their masks (8-fold flip/turn augmentation, image and mask alike; defect pixels weigh {config.mask_weight}x "
+            f"in the loss), {config.epochs} epochs of "
             f"{config.steps_per_epoch} steps, {config.workers} Ray Train worker(s), EMA {config.ema_decay}.\n"
             f"Best epoch {state['epoch']} by held-out conditioned DDPM loss on `{config.val_split}`: "
             f"{metrics.get('val_loss', float('nan')):.4f} (the frozen DDPM alone: "

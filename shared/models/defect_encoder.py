@@ -187,15 +187,19 @@ def conditioned_loss(
     mask: torch.Tensor,
     normal_context: torch.Tensor,
     generator: torch.Generator,
+    mask_weight: float = 1.0,
 ) -> torch.Tensor:
     """Ho et al.'s L_simple on the defect images, predicted by the frozen UNet plus the encoder's
     residuals. Freezes `unet_frozen` (requires_grad False) so only the encoder learns; gradients still
     flow THROUGH the UNet to the residuals. Images in [0, 1], mask in {0, 1}, all (N,1,S,S);
-    `normal_context` may be `defect_image` itself (the encoder reads it only outside the mask)."""
+    `normal_context` may be `defect_image` itself (the encoder reads it only outside the mask).
+    Pixels inside the mask weigh `mask_weight` times the others (1 = the plain mean): a defect covers
+    a few % of the image, and only there does the encoder have anything to add to the normal DDPM."""
     unet_frozen.requires_grad_(False)
     x_t, t, noise = noised(scheduler, to_model_range(defect_image), generator)
     prediction = conditioned_noise(unet_frozen, encoder, x_t, t, mask, normal_context)
-    return F.mse_loss(prediction.float(), noise.float())
+    weight = 1.0 + (mask_weight - 1.0) * mask.float()
+    return ((prediction.float() - noise.float()) ** 2 * weight).sum() / weight.sum()
 
 
 def check_image_and_mask(normal: torch.Tensor, mask: torch.Tensor) -> None:

@@ -66,3 +66,12 @@ def test_bad_masks_are_refused_with_a_precise_message(dark_hole, mask, message):
 def test_negative_feather_is_refused(dark_hole):
     with pytest.raises(InvalidInput, match="feather_px"):
         blend_defect(_surface(3), _disc((32, 32), 5), dark_hole, feather_px=-1)
+
+
+def test_appearance_keeps_its_contrast_on_a_thin_mask_of_another_shape(dark_hole):
+    """Native scale: a one-pixel-wide scratch mask gets the hole's full darkness, not a resized blur."""
+    normal, target = _surface(4), np.zeros((64, 64), bool)
+    target[10:40, 30] = True
+    change = blend_defect(normal, target, dark_hole) - normal
+    assert change[target].mean() == pytest.approx(-0.3, abs=0.05)
+    np.testing.assert_array_equal(change[~target], 0)

@@ -70,3 +70,28 @@ def test_load_generators_brings_the_real_defects_the_mask_model_saw(trained_mask
     assert len(generators.appearances) == 5  # every train_defect image of the tiny dataset (real_count 0 = all)
     assert all(a.mask.any() and a.residual.shape == a.mask.shape for a in generators.appearances)
     assert training_appearances(open_store(twinray_settings), {"dataset": "no-such-dataset", "train_split": "train_defect"}) == []
+
+
+def test_the_encoder_steers_the_normal_manifold_it_was_trained_with(tmp_path, tiny_ddpm):
+    """A newer normal-manifold DDPM is not the one an encoder learnt to steer: the encoder's own is loaded."""
+    from shared.models.defect_encoder import DefectEncoder, DefectEncoderConfig
+    from shared.registry import ModelRegistry
+    from shared.storage import LocalStore
+    from training.harness import publish
+
+    config, make = tiny_ddpm
+    registry = ModelRegistry(LocalStore(tmp_path, "t"))
+    ddpm = {"config": config.to_dict(), "metrics": {}, "card": "test"}
+    publish(registry, "defect-masks", state_dict=make(0).state_dict(), training={"dataset": "gone", "train_split": "train_defect"}, **ddpm)
+    for seed in (1, 2):  # normal-manifold versions 1 and 2
+        publish(registry, "normal-manifold", state_dict=make(seed).state_dict(), training={}, **ddpm)
+    encoder = DefectEncoder(DefectEncoderConfig(), config)
+    publish(
+        registry, "defect-encoder", state_dict=encoder.state_dict(), metrics={}, training={}, card="test",
+        config={"encoder": DefectEncoderConfig().to_dict(), "unet": config.to_dict(), "normal_manifold_version": 1},
+    )
+    paired = load_generators(registry.store)
+    assert paired.versions == {"defect-encoder": "1", "defect-masks": "1", "normal-manifold": "1"}
+    assert paired.appearances == []  # the mask model's dataset is gone: approach A has no sources
+    assert load_generators(registry.store, encoder="").versions["normal-manifold"] == "2"
+    assert load_generators(registry.store, normal="2").versions["normal-manifold"] == "2"

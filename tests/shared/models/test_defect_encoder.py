@@ -14,7 +14,7 @@ from shared.models.defect_encoder import (
     inpaint_defect,
     unet_with_residuals,
 )
-from shared.models.diffusion import DiffusionConfig, build_unet, make_scheduler
+from shared.models.diffusion import DiffusionConfig, build_unet, make_scheduler, noised, to_model_range
 
 TINY = DiffusionConfig(image_size=16, channels=(8, 16), layers_per_block=1, attention=True, train_timesteps=50)
 DEEPER = DiffusionConfig(image_size=32, channels=(8, 16, 16), layers_per_block=2, attention=False, train_timesteps=50)
@@ -105,6 +105,21 @@ def test_conditioned_loss_trains_the_encoder_and_never_the_unet():
     assert all(p.grad is None and not p.requires_grad for p in unet.parameters())
     assert all(conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0 for conv in encoder.skip_convs)
     assert encoder.mid_conv.weight.grad.abs().sum() > 0
+
+
+def test_mask_weight_one_is_plain_l_simple_and_a_large_one_is_the_loss_inside_the_mask():
+    unet, encoder = _models(trained_encoder=True)
+    normal, mask = _batch()
+    scheduler = make_scheduler(TINY)
+
+    def loss(weight: float) -> float:
+        return conditioned_loss(unet, encoder, scheduler, normal, mask, normal, torch.Generator().manual_seed(0), weight).item()
+
+    generator = torch.Generator().manual_seed(0)
+    x_t, t, noise = noised(scheduler, to_model_range(normal), generator)
+    error = (conditioned_noise(unet, encoder, x_t, t, mask, normal) - noise) ** 2
+    assert loss(1.0) == pytest.approx(error.mean().item(), rel=1e-5)
+    assert loss(1e6) == pytest.approx(error[mask.bool()].mean().item(), rel=1e-3)
 
 
 def test_conditioned_loss_falls_when_the_encoder_overfits_four_defects():
