@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -84,14 +83,11 @@ def _train_normal_synthesis(args: argparse.Namespace, settings: Settings) -> Non
 
 
 def _train_ddpm(args: argparse.Namespace, settings: Settings, target: str, train_split: str, val_split: str) -> None:
-    from training.ddpm import DdpmTrainConfig, train_ddpm
+    from training.ddpm import DdpmTrainConfig, default_model, train_ddpm
 
-    model = DdpmTrainConfig.model
-    if args.image_size:
-        model = dataclasses.replace(model, image_size=args.image_size)
     config = _train_config(
         DdpmTrainConfig, args, target=target, train_split=train_split, val_split=val_split, real_count=args.real_count,
-        model=model,
+        model=default_model(target, args.image_size),
     )
     version = train_ddpm(settings, config)
     print(f"published {version.name} version {version.version}: {version.manifest_ref.key}")
@@ -324,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "defect-encoder":
             defects.add_argument("--normal-manifold-version", default="latest", help="the frozen DDPM it steers")
         else:
-            defects.add_argument("--image-size", type=int, default=0, help="side of the DDPM's images (0 = the default, 32 px)")
+            defects.add_argument("--image-size", type=int, default=0, help="side of the DDPM's images (0 = its default)")
 
     evaluate = sub.add_parser("eval", help="evaluate a published model").add_subparsers(dest="model", required=True)
     seg_eval = _eval_parser(evaluate, "segmentation", "per-class Dice on held-out phantoms")

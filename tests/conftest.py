@@ -181,8 +181,9 @@ def trained_segmenter(ray_cluster: None, phantom_dataset: str, twinray_settings:
 
 
 @pytest.fixture(scope="session")
-def grpc_channel(trained_segmenter, twinray_settings: Settings) -> Iterator["grpc.Channel"]:
-    """Every application of services/serve_config.yaml on Ray Serve's gRPC ingress."""
+def serve_channel(ray_cluster: None, twinray_settings: Settings) -> Iterator["grpc.Channel"]:
+    """Every application of services/serve_config.yaml on Ray Serve's gRPC ingress, started once per
+    session; each loads its models on its first request, so tests train what they call first."""
     import grpc
 
     from services.up import deploy
@@ -190,6 +191,12 @@ def grpc_channel(trained_segmenter, twinray_settings: Settings) -> Iterator["grp
     deploy(twinray_settings)
     with grpc.insecure_channel(f"127.0.0.1:{twinray_settings.grpc_port}") as channel:
         yield channel
+
+
+@pytest.fixture(scope="session")
+def grpc_channel(trained_segmenter, serve_channel: "grpc.Channel") -> "grpc.Channel":
+    """The gRPC ingress once a segmenter is published."""
+    return serve_channel
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,10 @@ from training import harness
 
 Target = Literal["mask", "image"]
 MODEL_NAMES: dict[str, str] = {"mask": "defect-masks", "image": "normal-manifold"}
+DEFAULT_MODELS: dict[str, DiffusionConfig] = {
+    "mask": DiffusionConfig(image_size=32, channels=(32, 64, 64)),
+    "image": DiffusionConfig(image_size=32, channels=(32, 64, 64)),
+}
 SCORE = "val_score"  # minus the held-out DDPM loss: higher is better, like every other TwinRay score
 
 
@@ -54,10 +58,16 @@ class DiffusionRun:
     use_gpu: bool = False
 
 
+def default_model(target: Target, image_size: int = 0) -> DiffusionConfig:
+    """The UNet each DDPM trains by default; `image_size` 0 keeps its default side."""
+    model = DEFAULT_MODELS[target]
+    return dataclasses.replace(model, image_size=image_size) if image_size else model
+
+
 @dataclasses.dataclass(frozen=True)
 class DdpmTrainConfig(DiffusionRun):
     target: Target = "mask"  # "mask": the masks of `train_split`'s defect images; "image": its images
-    model: DiffusionConfig = DiffusionConfig(image_size=32, channels=(32, 64, 64))
+    model: DiffusionConfig = DEFAULT_MODELS["mask"]  # for target "image": default_model("image")
 
 
 def training_images(arrays: ProductArrays, target: Target, size: int, count: int = 0) -> torch.Tensor:
