@@ -33,6 +33,7 @@ test: install
 benchmark: install
 	$(BIN)/python -m benchmarks.segmentation_serving
 	$(BIN)/python -m benchmarks.normal_synthesis_serving
+	$(BIN)/python -m benchmarks.defect_generation
 
 clean:
 	rm -rf $(VENV) .twinray reports protos/twinray/v1/*_pb2*.py protos/twinray/v1/*_pb2.pyi
