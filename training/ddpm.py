@@ -33,8 +33,9 @@ from training import harness
 
 Target = Literal["mask", "image"]
 MODEL_NAMES: dict[str, str] = {"mask": "defect-masks", "image": "normal-manifold"}
+# Masks are simple shapes: a narrower UNet learns them as well, 4x faster on a CPU.
 DEFAULT_MODELS: dict[str, DiffusionConfig] = {
-    "mask": DiffusionConfig(image_size=32, channels=(32, 64, 64)),
+    "mask": DiffusionConfig(image_size=32, channels=(16, 32, 32)),
     "image": DiffusionConfig(image_size=32, channels=(32, 64, 64)),
 }
 SCORE = "val_score"  # minus the held-out DDPM loss: higher is better, like every other TwinRay score

@@ -41,6 +41,7 @@ from shared.models.diffusion import (
     noised,
     reverse_process,
     to_model_range,
+    training_target,
 )
 
 Residuals = tuple[tuple[torch.Tensor, ...], torch.Tensor]  # (one per UNet skip, the middle block's)
@@ -175,7 +176,8 @@ def conditioned_noise(
     mask: torch.Tensor,
     normal: torch.Tensor,
 ) -> torch.Tensor:
-    """The frozen DDPM's noise prediction, steered by the encoder towards a defect inside `mask`."""
+    """The frozen DDPM's prediction (noise or velocity, per its config), steered by the encoder
+    towards a defect inside `mask`."""
     return unet_with_residuals(unet, x_t, timestep, encoder(x_t, timestep, mask, normal))
 
 
@@ -196,10 +198,12 @@ def conditioned_loss(
     Pixels inside the mask weigh `mask_weight` times the others (1 = the plain mean): a defect covers
     a few % of the image, and only there does the encoder have anything to add to the normal DDPM."""
     unet_frozen.requires_grad_(False)
-    x_t, t, noise = noised(scheduler, to_model_range(defect_image), generator)
+    clean = to_model_range(defect_image)
+    x_t, t, noise = noised(scheduler, clean, generator)
     prediction = conditioned_noise(unet_frozen, encoder, x_t, t, mask, normal_context)
+    target = training_target(scheduler, clean, noise, t)
     weight = 1.0 + (mask_weight - 1.0) * mask.float()
-    return ((prediction.float() - noise.float()) ** 2 * weight).sum() / weight.sum()
+    return ((prediction.float() - target.float()) ** 2 * weight).sum() / weight.sum()
 
 
 def check_image_and_mask(normal: torch.Tensor, mask: torch.Tensor) -> None:

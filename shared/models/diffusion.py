@@ -24,6 +24,7 @@ from shared.models.config import ModelConfig
 Sampler = Literal["ddpm", "ddim"]
 Scheduler = DDPMScheduler | DDIMScheduler
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+PREDICTIONS = ("epsilon", "v_prediction")
 DEFAULT_DDIM_STEPS = 50
 
 
@@ -38,6 +39,12 @@ class DiffusionConfig(ModelConfig):
     norm_groups: int = 8  # GroupNorm groups; every channel count must be a multiple
     train_timesteps: int = 1000
     beta_schedule: str = "linear"  # Ho et al.'s; "squaredcos_cap_v2" is Nichol & Dhariwal's cosine
+    # What the network predicts: "v_prediction" (v = sqrt(abar) eps - sqrt(1 - abar) x_0, Salimans &
+    # Ho 2022) or Ho et al.'s "epsilon". With epsilon, x_0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar)
+    # multiplies every error by up to 1/sqrt(abar) ~ 100 at high noise: a mask DDPM trained for 500
+    # steps on 5 masks drew salt-and-pepper masks over 20% of the image (real: 1.4%). With v, the
+    # same run draws defect-like blobs and strokes (0.7%).
+    prediction: str = "v_prediction"
 
     def validate(self) -> None:
         side = 1 << max(len(self.channels) - 1, 0)
@@ -47,6 +54,8 @@ class DiffusionConfig(ModelConfig):
             raise ValueError(f"channels {self.channels} must be multiples of norm_groups={self.norm_groups}")
         if self.beta_schedule not in BETA_SCHEDULES:
             raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {self.beta_schedule!r}")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         if self.train_timesteps < 2 or self.layers_per_block < 1:
             raise ValueError("train_timesteps must be >= 2 and layers_per_block >= 1")
 
@@ -77,7 +86,9 @@ def make_scheduler(config: DiffusionConfig, sampler: Sampler = "ddpm", steps: in
     DDPM runs the ancestral sampler over every train timestep (`steps` must be None or equal);
     DDIM (Song et al. 2021) runs `steps` of them (default 50) with eta = 0, deterministic given x_T.
     """
-    schedule = {"num_train_timesteps": config.train_timesteps, "beta_schedule": config.beta_schedule}
+    schedule = {
+        "num_train_timesteps": config.train_timesteps, "beta_schedule": config.beta_schedule, "prediction_type": config.prediction,
+    }
     if sampler == "ddpm":
         if steps not in (None, config.train_timesteps):
             raise ValueError(f"DDPM samples with all {config.train_timesteps} train timesteps; use DDIM for {steps}")
@@ -114,14 +125,24 @@ def noised(
     return scheduler.add_noise(x0, noise, t), t, noise
 
 
+def training_target(scheduler: Scheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What the network must output at (x_t, t): the noise eps, or the velocity v, per the
+    scheduler's prediction type (the one its config names). `x0` in [-1, 1]."""
+    if scheduler.config.prediction_type == "v_prediction":
+        return scheduler.get_velocity(x0, noise, t)
+    return noise
+
+
 def ddpm_loss(unet: UNet2DModel, scheduler: Scheduler, x0: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """L_simple of Ho et al. Eq. 14: || eps - eps_theta(x_t, t) ||^2, t uniform.
+    """L_simple of Ho et al. Eq. 14, || target - net(x_t, t) ||^2 with t uniform; the target is eps,
+    or v under v-prediction (`training_target`).
 
     `x0`: clean images (N, 1, S, S) in [0, 1] (scaled to [-1, 1] here). `generator`: a CPU
     torch.Generator that draws t and eps. Returns the scalar mean (float32, also under autocast).
     """
-    x_t, t, noise = noised(scheduler, to_model_range(x0), generator)
-    return F.mse_loss(unet(x_t, t).sample.float(), noise.float())
+    clean = to_model_range(x0)
+    x_t, t, noise = noised(scheduler, clean, generator)
+    return F.mse_loss(unet(x_t, t).sample.float(), training_target(scheduler, clean, noise, t).float())
 
 
 def reverse_process(

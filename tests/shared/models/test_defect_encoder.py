@@ -14,7 +14,7 @@ from shared.models.defect_encoder import (
     inpaint_defect,
     unet_with_residuals,
 )
-from shared.models.diffusion import DiffusionConfig, build_unet, make_scheduler, noised, to_model_range
+from shared.models.diffusion import DiffusionConfig, build_unet, make_scheduler, noised, to_model_range, training_target
 
 TINY = DiffusionConfig(image_size=16, channels=(8, 16), layers_per_block=1, attention=True, train_timesteps=50)
 DEEPER = DiffusionConfig(image_size=32, channels=(8, 16, 16), layers_per_block=2, attention=False, train_timesteps=50)
@@ -116,8 +116,9 @@ def test_mask_weight_one_is_plain_l_simple_and_a_large_one_is_the_loss_inside_th
         return conditioned_loss(unet, encoder, scheduler, normal, mask, normal, torch.Generator().manual_seed(0), weight).item()
 
     generator = torch.Generator().manual_seed(0)
-    x_t, t, noise = noised(scheduler, to_model_range(normal), generator)
-    error = (conditioned_noise(unet, encoder, x_t, t, mask, normal) - noise) ** 2
+    clean = to_model_range(normal)
+    x_t, t, noise = noised(scheduler, clean, generator)
+    error = (conditioned_noise(unet, encoder, x_t, t, mask, normal) - training_target(scheduler, clean, noise, t)) ** 2
     assert loss(1.0) == pytest.approx(error.mean().item(), rel=1e-5)
     assert loss(1e6) == pytest.approx(error[mask.bool()].mean().item(), rel=1e-3)
 

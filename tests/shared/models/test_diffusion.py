@@ -15,6 +15,7 @@ from shared.models.diffusion import (
     make_scheduler,
     nonempty,
     sample,
+    training_target,
 )
 
 TINY = DiffusionConfig(image_size=16, channels=(8, 16), layers_per_block=1, attention=True, train_timesteps=50)
@@ -52,6 +53,18 @@ def test_config_survives_the_registry_json_and_rejects_bad_sizes():
         build_unet(DiffusionConfig(image_size=16, channels=(8, 12)))
     with pytest.raises(ValueError, match="beta_schedule"):
         build_unet(DiffusionConfig(image_size=16, channels=(8, 16), beta_schedule="cosine"))
+    with pytest.raises(ValueError, match="prediction"):
+        build_unet(DiffusionConfig(image_size=16, channels=(8, 16), prediction="sample"))
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_the_training_target_is_the_noise_or_the_velocity(prediction: str):
+    scheduler = make_scheduler(DiffusionConfig(image_size=16, channels=(8, 16), train_timesteps=50, prediction=prediction))
+    x0, noise, t = torch.rand(3, 1, 4, 4) * 2 - 1, torch.randn(3, 1, 4, 4), torch.tensor([0, 20, 49])
+    target = training_target(scheduler, x0, noise, t)
+    abar = scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    expected = noise if prediction == "epsilon" else abar.sqrt() * noise - (1 - abar).sqrt() * x0
+    torch.testing.assert_close(target, expected)
 
 
 def test_ddpm_loss_falls_when_overfitting_four_images():
