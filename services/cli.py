@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,7 +47,7 @@ def _data_products(args: argparse.Namespace, settings: Settings) -> None:
     print(f"dataset {args.name!r} ({manifest['category']}, {manifest['size']}px; {counts}): {where}")
 
 
-def _train_config(config_class: type, args: argparse.Namespace, **fields: object) -> object:
+def _train_config(config_class: Callable[..., object], args: argparse.Namespace, **fields: object) -> object:
     """A training config from the common flags; --epochs, --batch-size and --lr left out keep its defaults."""
     given = {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr}
     return config_class(
@@ -82,23 +84,20 @@ def _train_normal_synthesis(args: argparse.Namespace, settings: Settings) -> Non
     print(f"published normal-synthesis version {version.version}: {version.manifest_ref.key}")
 
 
-def _train_ddpm(args: argparse.Namespace, settings: Settings, target: str, train_split: str, val_split: str) -> None:
-    from training.ddpm import DdpmTrainConfig, default_model, train_ddpm
+def _train_ddpm(args: argparse.Namespace, settings: Settings, target: str) -> None:
+    from training.ddpm import ddpm_config, train_ddpm
 
-    config = _train_config(
-        DdpmTrainConfig, args, target=target, train_split=train_split, val_split=val_split, real_count=args.real_count,
-        model=default_model(target, args.image_size),
-    )
+    config = _train_config(functools.partial(ddpm_config, target, args.image_size), args, real_count=args.real_count)
     version = train_ddpm(settings, config)
     print(f"published {version.name} version {version.version}: {version.manifest_ref.key}")
 
 
 def _train_defect_masks(args: argparse.Namespace, settings: Settings) -> None:
-    _train_ddpm(args, settings, "mask", "train_defect", "test_defect")
+    _train_ddpm(args, settings, "mask")
 
 
 def _train_normal_manifold(args: argparse.Namespace, settings: Settings) -> None:
-    _train_ddpm(args, settings, "image", "train_normal", "test_normal")
+    _train_ddpm(args, settings, "image")
 
 
 def _train_defect_encoder(args: argparse.Namespace, settings: Settings) -> None:

@@ -1,5 +1,6 @@
 """`make demo`: phantoms -> Ray Train (segmenter, CycleGAN translator, anatomy-conditioned twin
-generator) -> registry -> Ray Serve -> gRPC calls -> figures and held-out scores.
+generator) -> registry -> Ray Serve -> gRPC calls -> figures and held-out scores; then the factory
+half (services/demo_defects.py): product surfaces -> the two defect generators -> defect galleries.
 
 Runs on the embedded default (local Ray, local artifact store) in minutes on 2 CPU cores, and reuses
 the dataset, the pseudo-pairs and every published model that already exists.
@@ -15,6 +16,7 @@ from tqdm import tqdm
 
 from services.cli import DATASET, SPLITS, print_twin_report
 from services.client import segment, synthesize
+from services.demo_defects import REAL_DEFECTS, defect_galleries, train_defect_models
 from services.figures import segmentation_figure, twin_figure
 from services.up import deploy
 from shared.anatomy import ANATOMY_CLASSES
@@ -28,7 +30,7 @@ from training import matching_pairs, normal_synthesis, segmentation
 from twinray.v1 import common_pb2
 
 DEMO_CASES = 4
-STEPS = 8
+STEPS = 10
 
 
 def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -121,25 +123,32 @@ def run_demo(settings: Settings) -> None:
         ).version,
     )
 
-    _step(5, f"starting Ray Serve with gRPC ingress on port {settings.grpc_port}")
+    _step(5, f"product surfaces with {REAL_DEFECTS} real defects: mask DDPM, normal-manifold DDPM, defect encoder (Ray Train)")
+    defect_versions = train_defect_models(settings, store, _published_or_trained)
+
+    _step(6, f"starting Ray Serve with gRPC ingress on port {settings.grpc_port}")
     deploy(settings)
     test = read_phantom_split(store, DATASET, "test")
     out_dir = settings.home / "demo"
     out_dir.mkdir(parents=True, exist_ok=True)
     with grpc.insecure_channel(f"localhost:{settings.grpc_port}") as channel:
-        _step(6, f"Segmentation/Segment over gRPC on {DEMO_CASES} held-out phantoms")
+        _step(7, f"Segmentation/Segment over gRPC on {DEMO_CASES} held-out phantoms")
         seg_figure = _segmentation_cases(channel, test, out_dir, store)
-        _step(7, f"NormalSynthesis/Synthesize over gRPC on {DEMO_CASES} held-out ABNORMAL phantoms")
+        _step(8, f"NormalSynthesis/Synthesize over gRPC on {DEMO_CASES} held-out ABNORMAL phantoms")
         twin_figure_path = _twin_cases(channel, test, out_dir, store)
+        _step(9, "DefectGeneration/Synthesize over gRPC, approaches A and B, on held-out normal parts")
+        defect_figures = defect_galleries(channel, store, out_dir)
 
-    _step(8, "evaluating on the whole held-out test split")
+    _step(10, "evaluating on the whole held-out test split")
     report = segmentation.evaluate_published(settings, version=str(seg_version), dataset=DATASET)
     print(f"      segmentation: mean Dice {report['mean_dice']:.4f} over {report['images']} images: {report['per_class']}")
     print_twin_report(normal_synthesis.evaluate_published(settings, version=str(twin_version), dataset=DATASET))
     print("\nartifacts:")
     print(f"  dataset   {store.uri(f'datasets/{DATASET}/manifest.json')}")
     for name, version in ((segmentation.MODEL_NAME, seg_version), (matching_pairs.MODEL_NAME, translator_version),
-                          (normal_synthesis.MODEL_NAME, twin_version)):
+                          (normal_synthesis.MODEL_NAME, twin_version), *defect_versions.items()):
         print(f"  model     {store.uri(f'models/{name}/{version}/manifest.json')}")
     print(f"  checkpts  {store.uri('checkpoints')}")
-    print(f"  figures   {seg_figure}, {twin_figure_path}  (also in {store.uri('reports/demo/healthy_twin.png')} and beside it)")
+    figures = ", ".join(str(path) for path in (seg_figure, twin_figure_path, *defect_figures))
+    print(f"  figures   {figures}  (also in {store.uri('reports/demo/')})")
+    print("\ndoes synthetic data help a defect segmenter? `twinray eval defect-augmentation` (k = 5 and 20 real defects)")

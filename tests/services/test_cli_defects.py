@@ -65,13 +65,14 @@ def test_train_defect_masks_and_normal_manifold_pick_their_target_and_splits(cal
     config = calls["ddpm"]
     assert (config.target, config.train_split, config.val_split) == ("mask", "train_defect", "test_defect")
     assert (config.dataset, config.real_count, config.epochs, config.learning_rate) == ("products", 5, 4, 0.002)
-    assert config.batch_size == ddpm.DdpmTrainConfig().batch_size and config.model == ddpm.default_model("mask")
+    assert config.batch_size == ddpm.DdpmTrainConfig().batch_size and config.model == ddpm.TARGET_DEFAULTS["mask"]["model"]
     assert main(["train", "defect-masks", "--image-size", "64"]) == 0
-    assert calls["ddpm"].model == ddpm.default_model("mask", 64) and calls["ddpm"].model.image_size == 64
+    assert calls["ddpm"].model.image_size == 64 and calls["ddpm"].epochs == ddpm.TARGET_DEFAULTS["mask"]["epochs"]
     assert main(["train", "normal-manifold", "--dataset", "mine", "--workers", "2", "--gpus"]) == 0
     config = calls["ddpm"]
     assert (config.target, config.train_split, config.val_split) == ("image", "train_normal", "test_normal")
     assert (config.dataset, config.workers, config.use_gpu, config.real_count) == ("mine", 2, True, 0)
+    assert config.model == ddpm.TARGET_DEFAULTS["image"]["model"]
 
 
 def test_train_defect_encoder_passes_the_frozen_ddpm_version_and_real_count(calls, capsys):
