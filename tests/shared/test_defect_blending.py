@@ -69,7 +69,7 @@ def test_negative_feather_is_refused(dark_hole):
 
 
 def test_appearance_keeps_its_contrast_on_a_thin_mask_of_another_shape(dark_hole):
-    """Native scale: a one-pixel-wide scratch mask gets the hole's full darkness, not a resized blur."""
+    """Pixel by pixel: a one-pixel-wide scratch mask gets the hole's full darkness, not a resized blur."""
     normal, target = _surface(4), np.zeros((64, 64), bool)
     target[10:40, 30] = True
     change = blend_defect(normal, target, dark_hole) - normal
