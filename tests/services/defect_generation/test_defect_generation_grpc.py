@@ -131,17 +131,20 @@ def test_bad_sample_masks_requests(channel, request_, message):
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in info.value.details()
 
 
+JOB = 48  # samples: a cancel after 3 must land mid-job even on an idle machine (~0.05 s a sample)
+
+
 def _job(name: str, **fields) -> pb.GenerateDatasetRequest:
-    """Method B with 20 DDIM steps: slow enough (~0.2 s a sample) that a cancel lands mid-job."""
+    """Method B with 20 DDIM steps."""
     return pb.GenerateDatasetRequest(
-        name=name, count=fields.pop("count", 6), method=B, sampling=pb.SamplingOptions(steps=20, seed=31), **fields
+        name=name, count=fields.pop("count", JOB), method=B, sampling=pb.SamplingOptions(steps=20, seed=31), **fields
     )
 
 
 def test_a_dataset_job_interrupted_by_its_client_resumes_without_duplicates_or_gaps(channel, twinray_settings, product_dataset):
     store = open_store(twinray_settings)
     whole = list(generate_dataset(channel, _job("grpc-whole", normal_dataset=product_dataset)))
-    assert (whole[0].done, whole[0].total) == (0, 6) and [m.done for m in whole[1:-1]] == [1, 2, 3, 4, 5, 6]
+    assert (whole[0].done, whole[0].total) == (0, JOB) and [m.done for m in whole[1:-1]] == list(range(1, JOB + 1))
     manifest = whole[-1].manifest
     assert manifest.key == "datasets/grpc-whole/manifest.json" and len(manifest.sha256) == 64
 
@@ -149,23 +152,23 @@ def test_a_dataset_job_interrupted_by_its_client_resumes_without_duplicates_or_g
     assert [next(call).done for _ in range(3)] == [0, 1, 2]
     call.cancel()  # the client goes away: the server stops after the sample it is drawing
     time.sleep(2.0)
-    stored = [i for i in range(6) if store.exists(sample_key("grpc-resumed", i))]
-    assert stored == list(range(len(stored))) and 2 <= len(stored) < 6, stored
+    stored = [i for i in range(JOB) if store.exists(sample_key("grpc-resumed", i))]
+    assert stored == list(range(len(stored))) and 2 <= len(stored) < JOB, stored
     assert not store.exists("datasets/grpc-resumed/manifest.json")
     store.put_bytes(sample_key("grpc-resumed", 1), b"PK\x03\x04 broken")  # a sample that is not whole
 
     resumed = list(generate_dataset(channel, _job("grpc-resumed", normal_dataset=product_dataset)))
     assert resumed[0].done == len(stored) - 1 > 0
     drawn = [int(m.sample.key[-10:-4]) for m in resumed[1:-1]]
-    assert sorted(drawn) == drawn and set(drawn) == set(range(6)) - set(stored) | {1}  # no duplicates, no gaps
+    assert sorted(drawn) == drawn and set(drawn) == set(range(JOB)) - set(stored) | {1}  # no duplicates, no gaps
     ours, theirs = read_generated_dataset(store, "grpc-resumed"), read_generated_dataset(store, "grpc-whole")
     for field in ("image", "mask", "normal", "seed", "normal_index"):
         np.testing.assert_array_equal(getattr(ours, field), getattr(theirs, field))  # bit for bit
 
     with pytest.raises(grpc.RpcError) as info:
-        list(generate_dataset(channel, _job("grpc-resumed", count=7, normal_dataset=product_dataset)))
+        list(generate_dataset(channel, _job("grpc-resumed", count=JOB + 1, normal_dataset=product_dataset)))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "dataset 'grpc-resumed' exists with other parameters: count 6 (asked 7)" in info.value.details()
+    assert f"dataset 'grpc-resumed' exists with other parameters: count {JOB} (asked {JOB + 1})" in info.value.details()
     with pytest.raises(grpc.RpcError) as info:
         list(generate_dataset(channel, _job("grpc-bad", normal_dataset="no-such-products")))
     assert info.value.code() == grpc.StatusCode.NOT_FOUND and "no-such-products" in info.value.details()
