@@ -29,5 +29,6 @@ def synthesize_defect(
 def generate_dataset(
     channel: grpc.Channel, request: pb.GenerateDatasetRequest, *, timeout_s: float | None = None
 ) -> Iterator[pb.GenerateDatasetProgress]:
-    """The progress stream; it is also a grpc.Call: `.cancel()` stops the job after the sample being drawn."""
+    """The progress stream (also a grpc.Call). Its `.cancel()` ends the stream only: Ray Serve's gRPC
+    ingress does not pass it on, and the job runs on to its manifest."""
     return _stub(channel).GenerateDataset(request, metadata=routing_metadata(APPLICATION), timeout=timeout_s)

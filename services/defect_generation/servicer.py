@@ -2,8 +2,8 @@
 resumable dataset generation into the artifact store.
 
 The torch work is synchronous; every RPC runs it in a worker thread (`asyncio.to_thread`), so a long
-dataset stream never blocks the replica's event loop, and a cancelled stream stops after the sample
-being drawn.
+dataset stream never blocks the replica's event loop, and a stream closed by its caller (an
+in-process caller, or Serve when it cancels a request) stops after the sample being drawn.
 """
 from __future__ import annotations
 

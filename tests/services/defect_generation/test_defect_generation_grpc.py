@@ -1,9 +1,10 @@
 """DefectGeneration over Ray Serve's real gRPC ingress (the app of services/serve_config.yaml) with the
 session's DDPMs trained on Ray: masks, approaches A and B, every bad input's status, and a dataset job
-that a client interrupts and resumes."""
+that is interrupted and resumed."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import grpc
 import numpy as np
@@ -131,7 +132,7 @@ def test_bad_sample_masks_requests(channel, request_, message):
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in info.value.details()
 
 
-JOB = 48  # samples: a cancel after 3 must land mid-job even on an idle machine (~0.05 s a sample)
+JOB = 6
 
 
 def _job(name: str, **fields) -> pb.GenerateDatasetRequest:
@@ -141,26 +142,40 @@ def _job(name: str, **fields) -> pb.GenerateDatasetRequest:
     )
 
 
-def test_a_dataset_job_interrupted_by_its_client_resumes_without_duplicates_or_gaps(channel, twinray_settings, product_dataset):
+def _settled(read: Callable[[], object], quiet_s: float = 2.0, limit_s: float = 60.0) -> object:
+    """What `read()` returns once it has not changed for `quiet_s` (a job that stopped writes no more)."""
+    last, since, started = read(), time.monotonic(), time.monotonic()
+    while time.monotonic() - since < quiet_s and time.monotonic() - started < limit_s:
+        time.sleep(0.25)
+        if (now := read()) != last:
+            last, since = now, time.monotonic()
+    return last
+
+
+def test_an_interrupted_dataset_job_resumes_over_grpc_without_duplicates_or_gaps(channel, twinray_settings, product_dataset):
     store = open_store(twinray_settings)
     whole = list(generate_dataset(channel, _job("grpc-whole", normal_dataset=product_dataset)))
     assert (whole[0].done, whole[0].total) == (0, JOB) and [m.done for m in whole[1:-1]] == list(range(1, JOB + 1))
     manifest = whole[-1].manifest
     assert manifest.key == "datasets/grpc-whole/manifest.json" and len(manifest.sha256) == 64
 
+    # A job whose server died while drawing sample 3, with one stored sample broken: samples 0 and 2
+    # whole, no manifest. (Ray Serve's gRPC proxy does not pass a client's cancel on to the replica,
+    # so a client cannot stop a job this way; the in-process servicer tests closing its stream.)
     call = generate_dataset(channel, _job("grpc-resumed", normal_dataset=product_dataset))
-    assert [next(call).done for _ in range(3)] == [0, 1, 2]
-    call.cancel()  # the client goes away: the server stops after the sample it is drawing
-    time.sleep(2.0)
-    stored = [i for i in range(JOB) if store.exists(sample_key("grpc-resumed", i))]
-    assert stored == list(range(len(stored))) and 2 <= len(stored) < JOB, stored
-    assert not store.exists("datasets/grpc-resumed/manifest.json")
+    assert [next(call).done for _ in range(4)] == [0, 1, 2, 3]
+    call.cancel()
+    _settled(lambda: store.exists("datasets/grpc-resumed/manifest.json"))
+    for index in range(3, JOB):
+        store.delete(sample_key("grpc-resumed", index))
+    store.delete("datasets/grpc-resumed/manifest.json")
     store.put_bytes(sample_key("grpc-resumed", 1), b"PK\x03\x04 broken")  # a sample that is not whole
+    stored = [0, 2]
 
     resumed = list(generate_dataset(channel, _job("grpc-resumed", normal_dataset=product_dataset)))
-    assert resumed[0].done == len(stored) - 1 > 0
+    assert resumed[0].done == len(stored)
     drawn = [int(m.sample.key[-10:-4]) for m in resumed[1:-1]]
-    assert sorted(drawn) == drawn and set(drawn) == set(range(JOB)) - set(stored) | {1}  # no duplicates, no gaps
+    assert sorted(drawn) == drawn and set(drawn) == set(range(JOB)) - set(stored)  # no duplicates, no gaps
     ours, theirs = read_generated_dataset(store, "grpc-resumed"), read_generated_dataset(store, "grpc-whole")
     for field in ("image", "mask", "normal", "seed", "normal_index"):
         np.testing.assert_array_equal(getattr(ours, field), getattr(theirs, field))  # bit for bit
