@@ -51,8 +51,7 @@ def training_appearances(store: ArtifactStore, training: dict) -> list[DefectApp
         arrays = read_product_split(store, training["dataset"], training["train_split"])
     except (NotFound, KeyError):
         return []
-    rows = np.flatnonzero(arrays.mask.reshape(len(arrays), -1).any(axis=1))
-    rows = rows[: training["real_count"]] if training.get("real_count") else rows
+    rows = arrays.defect_rows(training.get("real_count", 0))
     return real_appearances(unit_float(arrays.image[rows]), arrays.mask[rows])
 
 

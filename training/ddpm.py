@@ -87,10 +87,8 @@ def ddpm_config(target: Target, image_size: int = 0, **fields: Any) -> DdpmTrain
 def training_images(arrays: ProductArrays, target: Target, size: int, count: int = 0) -> torch.Tensor:
     """(N,1,size,size) float in [0,1]: the defect masks (images with a defect only) or the images."""
     if target == "mask":
-        rows = np.flatnonzero(arrays.mask.reshape(len(arrays), -1).any(axis=1))
-        data = torch.from_numpy(arrays.mask[rows].astype(np.float32))
+        data = torch.from_numpy(arrays.mask[arrays.defect_rows()].astype(np.float32))
     else:
-        rows = np.arange(len(arrays))
         data = torch.from_numpy(arrays.image.astype(np.float32) / 65535.0)
     if count:
         data = data[:count]

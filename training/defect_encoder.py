@@ -53,8 +53,7 @@ class DefectEncoderTrainConfig(DiffusionRun):
 def defect_pairs(arrays: ProductArrays, size: int, count: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(images, masks), both (N,1,size,size) float: the images that hold a defect (the first `count`,
     0 = all) in [0, 1] and their masks in {0, 1} (area-resized, then thresholded)."""
-    rows = np.flatnonzero(arrays.mask.reshape(len(arrays), -1).any(axis=1))
-    rows = rows[:count] if count else rows
+    rows = arrays.defect_rows(count)
     subset = dataclasses.replace(arrays, image=arrays.image[rows], mask=arrays.mask[rows])
     if not len(rows):
         raise ValueError("no defect images to train on")

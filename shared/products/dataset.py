@@ -58,6 +58,12 @@ class ProductArrays:
         """Image `index` as float32 in [0, 1]."""
         return self.image[index].astype(np.float32) / 65535.0
 
+    def defect_rows(self, count: int = 0) -> np.ndarray:
+        """Indices of the images that hold a defect, the first `count` of them (0 = all): how every
+        trainer and generator picks "the k real defects"."""
+        rows = np.flatnonzero(self.mask.reshape(len(self), -1).any(axis=1))
+        return rows[:count] if count else rows
+
     def kind_of(self, index: int) -> str:
         """'normal' or the defect kind of image `index`."""
         return "normal" if self.kind[index] < 0 else self.kind_names[self.kind[index]]

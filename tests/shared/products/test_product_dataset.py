@@ -63,6 +63,8 @@ def test_round_trip_matches_the_renderer(store: LocalStore, writes: Writes) -> N
     assert (normal.kind == -1).all() and (normal.defect_seed == -1).all() and not normal.mask.any()
     defect = read_product_split(store, "parts", "train_defect")
     assert [defect.kind_of(i) for i in range(5)] == list(DEFECT_KINDS)
+    assert defect.defect_rows().tolist() == [0, 1, 2, 3, 4] and defect.defect_rows(2).tolist() == [0, 1]
+    assert normal.defect_rows().tolist() == []
     seeds = np.concatenate([read_product_split(store, "parts", s).surface_seed for s in SPLITS])
     assert len(set(seeds.tolist())) == len(seeds), "no surface is shared between splits"
 
