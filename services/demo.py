@@ -150,5 +150,5 @@ def run_demo(settings: Settings) -> None:
         print(f"  model     {store.uri(f'models/{name}/{version}/manifest.json')}")
     print(f"  checkpts  {store.uri('checkpoints')}")
     figures = ", ".join(str(path) for path in (seg_figure, twin_figure_path, *defect_figures))
-    print(f"  figures   {figures}  (also in {store.uri('reports/demo/')})")
+    print(f"  figures   {figures}  (also in {store.uri('reports/demo')})")
     print("\ndoes synthetic data help a defect segmenter? `twinray eval defect-augmentation` (k = 5 and 20 real defects)")
