@@ -49,3 +49,9 @@ class IntegrityError(TwinRayError):
     """Stored bytes do not match their recorded sha256."""
 
     code = "DATA_LOSS"
+
+
+class FailedPrecondition(TwinRayError):
+    """The request is fine but the server's state cannot serve it (e.g. approach A's real defects are gone)."""
+
+    code = "FAILED_PRECONDITION"

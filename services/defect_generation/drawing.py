@@ -8,7 +8,7 @@ import secrets
 import numpy as np
 
 from shared.defect_synthesis import DefectGenerators, sample_masks, synthesize_a, synthesize_b
-from shared.errors import InvalidInput, TwinRayError
+from shared.errors import FailedPrecondition, InvalidInput
 from shared.imaging import ImageLimits, decode_label_png
 from shared.models.diffusion import DEFAULT_DDIM_STEPS, DiffusionConfig, sample
 from shared.telemetry import model_span
@@ -17,12 +17,6 @@ from twinray.v1 import common_pb2, defect_generation_pb2
 MAX_SIDE = 1024  # largest image or mask side the service draws on (CPU time grows with the area)
 MAX_SEED = 2**63 - 1
 METHODS = {defect_generation_pb2.DEFECT_METHOD_MASK_BLEND: "A", defect_generation_pb2.DEFECT_METHOD_CONDITIONED_DDPM: "B"}
-
-
-class FailedPrecondition(TwinRayError):
-    """The request is fine but the server's state cannot serve it (e.g. approach A's real defects are gone)."""
-
-    code = "FAILED_PRECONDITION"
 
 
 @dataclasses.dataclass(frozen=True)

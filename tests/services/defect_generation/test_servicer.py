@@ -11,10 +11,9 @@ import pytest
 import torch
 
 from services.defect_generation.dataset import read_generated_dataset, sample_key, sample_seed
-from services.defect_generation.drawing import FailedPrecondition
 from services.defect_generation.servicer import DefectGenerationServicer
 from shared.config import Settings
-from shared.errors import InvalidInput, NotFound
+from shared.errors import FailedPrecondition, InvalidInput, NotFound
 from shared.imaging import decode_label_png, decode_png, encode_label_png, encode_png_u16
 from shared.models.defect_encoder import DefectEncoder, DefectEncoderConfig
 from shared.products.dataset import read_product_split
