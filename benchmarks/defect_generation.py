@@ -5,14 +5,15 @@ GenerateDataset job (approach B) over Ray Serve gRPC versus the same servicer in
 
 Every cell runs the project's own samplers (`shared.models.diffusion.sample`,
 `shared.models.defect_encoder.inpaint_defect`, `shared.defect_synthesis.synthesize_a`) on the
-production architecture (`training.ddpm.DdpmTrainConfig.model`, default `DefectEncoderConfig`) at the
+production architectures (`shared.models.diffusion.ARCHITECTURES`, default `DefectEncoderConfig`) at the
 benchmark's image size, with untrained weights: speed does not depend on them. The ratio of each
 pair is measured in the same run. DDPM runs `--ddpm-steps` of its reverse steps and is scaled to all
 1000: a step costs the same whatever T is (one network call + one scheduler step), and 1000 steps at
 128 px take tens of minutes on 2 CPU cores. On a GPU pass `--ddpm-steps 1000` (the default there) to
 time the whole chain (the service part stays on CPU: the servicer loads its models there). Run:
 `make benchmark` or `.venv/bin/python -m benchmarks.defect_generation [--device cuda] [--bf16]
-[--threads 1] [--quick] [--no-service]`. Writes benchmarks/reports/defect_generation.{json,md}.
+[--threads 1] [--quick] [--no-service]`. Writes benchmarks/reports/defect_generation.{json,md}
+(defect_generation_cuda[_bf16] on a GPU, so the CPU report stays).
 """
 from __future__ import annotations
 
@@ -32,18 +33,17 @@ from benchmarks.common import publish_untrained, scratch_settings
 from benchmarks.report import machine, write_report
 from shared.defect_synthesis import real_appearances, synthesize_a
 from shared.models.defect_encoder import DefectEncoder, DefectEncoderConfig, inpaint_defect
-from shared.models.diffusion import DiffusionConfig, Sampler, build_unet, sample
+from shared.models.diffusion import ARCHITECTURES, DiffusionConfig, Sampler, build_unet, sample
 from shared.products.dataset import render_sample, write_product_dataset
 from shared.products.defects import DEFECT_KINDS
 from shared.storage import open_store
-from training.ddpm import DdpmTrainConfig
-from twinray.v1 import defect_generation_pb2 as pb
 
 CATEGORY = "metal"
 DEFAULT_BATCH = {64: 4, 128: 2}  # small: DDPM on 2 CPU cores
 MODELS = {"mask": "mask DDPM (A)", "conditioned": "conditioned DDPM (B)", "blend": "blending (A)",
           "job": "GenerateDataset job (B)"}
 NORMALS = "bench-normals"  # the product dataset whose normal surfaces the dataset jobs draw on
+TIMESTEPS = ARCHITECTURES["mask"].train_timesteps  # both DDPMs train with the same schedule
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -72,7 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.threads:
         torch.set_num_threads(args.threads)
     if not args.ddpm_steps:
-        args.ddpm_steps = DdpmTrainConfig.model.train_timesteps if args.device.type == "cuda" else 100
+        args.ddpm_steps = TIMESTEPS if args.device.type == "cuda" else 100
     return args
 
 
@@ -127,21 +127,21 @@ def schedule(
 def sampling_speed(args: argparse.Namespace, size: int) -> dict[str, dict[str, Any]]:
     """Mask DDPM and conditioned DDPM at `size`, each with DDPM and DDIM; approach A's blending."""
     device, batch = args.device, args.batch or DEFAULT_BATCH.get(size, 2)
-    config = dataclasses.replace(DdpmTrainConfig.model, image_size=size)
+    mask_config, image_config = (dataclasses.replace(ARCHITECTURES[target], image_size=size) for target in ("mask", "image"))
     torch.manual_seed(0)
-    unet = build_unet(config).to(device).eval()  # the mask DDPM and the normal manifold share the architecture
-    encoder = DefectEncoder(DefectEncoderConfig(), config).to(device).eval()
+    mask_unet, normal_unet = build_unet(mask_config).to(device).eval(), build_unet(image_config).to(device).eval()
+    encoder = DefectEncoder(DefectEncoderConfig(), image_config).to(device).eval()
     normals, defect_images, masks = products(size, batch)
     normal = torch.from_numpy(normals).float()[:, None].to(device)
     mask = torch.from_numpy(masks).float()[:, None].to(device)
     draw = {
-        "mask": lambda c, steps, sampler: sample(unet, c, batch, steps=steps, sampler=sampler),
-        "conditioned": lambda c, steps, sampler: inpaint_defect(
-            unet, encoder, c, normal, mask, steps=steps, sampler=sampler),
+        "mask": (mask_config, lambda c, steps, sampler: sample(mask_unet, c, batch, steps=steps, sampler=sampler)),
+        "conditioned": (image_config, lambda c, steps, sampler: inpaint_defect(
+            normal_unet, encoder, c, normal, mask, steps=steps, sampler=sampler)),
     }
     results = {}
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
-        for model, run in draw.items():
+        for model, (config, run) in draw.items():
             run(dataclasses.replace(config, train_timesteps=2), None, "ddpm")  # warm-up: allocator, kernels
             for sampler in ("ddpm", "ddim"):
                 used, steps, scale = schedule(config, sampler, args)
@@ -159,21 +159,24 @@ def publish_generators(size: int) -> dict[str, int]:
     """Scratch settings with the three models the service loads published, untrained, at `size`: the
     mask DDPM, the normal-manifold DDPM and the encoder steering that version (as the trainers name them)."""
     settings = scratch_settings()
-    config = dataclasses.replace(DdpmTrainConfig.model, image_size=size)
+    configs = {name: dataclasses.replace(ARCHITECTURES[target], image_size=size)
+               for name, target in (("defect-masks", "mask"), ("normal-manifold", "image"))}
     torch.manual_seed(0)
     versions = {name: publish_untrained(settings, name, build_unet(config), config.to_dict()).version
-                for name in ("defect-masks", "normal-manifold")}
-    encoder_config = {"encoder": DefectEncoderConfig().to_dict(), "unet": config.to_dict(),
+                for name, config in configs.items()}
+    encoder_config = {"encoder": DefectEncoderConfig().to_dict(), "unet": configs["normal-manifold"].to_dict(),
                       "normal_manifold_version": versions["normal-manifold"]}
-    encoder = DefectEncoder(DefectEncoderConfig(), config)
+    encoder = DefectEncoder(DefectEncoderConfig(), configs["normal-manifold"])
     versions["defect-encoder"] = publish_untrained(settings, "defect-encoder", encoder, encoder_config).version
     write_product_dataset(open_store(settings), NORMALS, category=CATEGORY, size=size, splits={"train_normal": 8},
                           seed=0, progress=False)
     return versions
 
 
-def job_request(name: str, count: int, steps: int) -> pb.GenerateDatasetRequest:
-    """Approach B drawing on the benchmark's normal surfaces, DDIM with `steps`."""
+def job_request(name: str, count: int, steps: int) -> Any:
+    """Approach B drawing on the benchmark's normal surfaces, DDIM with `steps` (a GenerateDatasetRequest)."""
+    from twinray.v1 import defect_generation_pb2 as pb
+
     return pb.GenerateDatasetRequest(
         name=name, count=count, method=pb.DEFECT_METHOD_CONDITIONED_DDPM, normal_dataset=NORMALS,
         sampling=pb.SamplingOptions(steps=steps, seed=1),
@@ -190,6 +193,7 @@ def dataset_job_throughput(args: argparse.Namespace) -> dict[str, dict[str, Any]
     from services.defect_generation.servicer import DefectGenerationServicer
     from services.up import deploy
     from shared.config import Settings
+    from twinray.v1 import defect_generation_pb2 as pb
 
     versions = publish_generators(args.service_size)
     settings = Settings.from_env()
@@ -252,7 +256,7 @@ def ratio_notes(args: argparse.Namespace, ratios: dict[str, Any]) -> str:
     device = f"{args.device}{' (bf16 autocast)' if args.bf16 else ''}, {torch.get_num_threads()} torch thread(s)"
     return (
         f"Untrained weights of the production architecture on {device}. DDPM timed over {args.ddpm_steps} reverse "
-        f"steps and scaled to {DdpmTrainConfig.model.train_timesteps}. Peak memory: GPU peak allocated per cell, or the "
+        f"steps and scaled to {TIMESTEPS}. Peak memory: GPU peak allocated per cell, or the "
         "process's peak RSS so far on CPU. Ratios of seconds per sample (higher = the first is slower), of wall time "
         "and, on CPU, of this process's CPU time (steadier when other jobs share the cores):\n\n"
         + "\n".join(lines)
@@ -263,7 +267,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Measure, write the report, return it."""
     args = parse_args(argv)
     load_before = os.getloadavg()[0]
-    samplers = {"ddpm": f"DDPM-{DdpmTrainConfig.model.train_timesteps}", "ddim": f"DDIM-{args.ddim_steps}", "-": "-"}
+    samplers = {"ddpm": f"DDPM-{TIMESTEPS}", "ddim": f"DDIM-{args.ddim_steps}", "-": "-"}
     results, rows = {}, []
     for size in args.sizes:
         for key, stats in sampling_speed(args, size).items():
@@ -291,12 +295,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = {
         "benchmark": "defect_generation",
         "weights": "untrained (speed does not depend on them)",
-        "model": {"unet": {**DdpmTrainConfig.model.to_dict(), "image_size": "per size"},
+        "model": {**{f"{target}_unet": {**config.to_dict(), "image_size": "per size"}
+                     for target, config in ARCHITECTURES.items()},
                   "encoder": DefectEncoderConfig().to_dict()},
         "settings": {
             "device": str(args.device), "bf16_autocast": args.bf16, "torch_threads": torch.get_num_threads(),
             "ddim_steps": args.ddim_steps, "ddpm_steps_timed": args.ddpm_steps,
-            "ddpm_scaled_to": DdpmTrainConfig.model.train_timesteps,
+            "ddpm_scaled_to": TIMESTEPS,
             "batch": {size: args.batch or DEFAULT_BATCH.get(size, 2) for size in args.sizes},
             "blend_samples": args.blend_samples, "category": CATEGORY, "quick": args.quick,
             "service": service if args.service else None,
@@ -306,7 +311,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ratios": ratios,
     }
     notes = ratio_notes(args, ratios)
-    print(write_report("defect_generation", report, rows, notes))
+    name = "defect_generation" + ("" if args.device.type == "cpu" else f"_{args.device.type}{'_bf16' if args.bf16 else ''}")
+    print(write_report(name, report, rows, notes))
     print(notes)
     return report
 

@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 DATASET = "cxr-phantoms"
 SPLITS = {"train": 320, "val": 32, "test": 64}
 PRODUCTS = "products"
-# Thousands of normal parts, a handful of labelled defects; many held-out defects to measure on.
-PRODUCT_SPLITS = {"train_normal": 200, "train_defect": 20, "test_normal": 50, "test_defect": 100}
+# Thousands of normal parts, a handful of labelled defects; val splits to choose checkpoints and
+# settings on; many held-out defects to measure on.
+PRODUCT_SPLITS = {"train_normal": 200, "train_defect": 20, "val_normal": 50, "val_defect": 50, "test_normal": 50, "test_defect": 100}
 
 
 def _data_phantoms(args: argparse.Namespace, settings: Settings) -> None:
@@ -158,18 +159,22 @@ def _eval_defect_augmentation(args: argparse.Namespace, settings: Settings) -> N
     store = open_store(settings)
     config = AugmentationEvalConfig(
         dataset=args.dataset, real_counts=tuple(args.k), synthetic_count=args.synthetic, methods=tuple(args.methods),
-        sample_steps=args.steps, seed=args.seed,
+        sample_steps=args.steps, seed=args.seed, repeats=args.repeats,
+        **({"shares": tuple(args.shares)} if args.shares else {}),
     )
-    report = evaluate_augmentation(store, config, load_generators(store, encoder=args.encoder_version))
+    generators = load_generators(store, encoder=args.encoder_version).to(args.device)
+    report = evaluate_augmentation(store, config, generators, device=args.device)
     if args.json:
         print(json.dumps(report))
         return
-    print(f"defect segmentation on {args.dataset} held-out defects (IoU / pixel AUROC; gain in IoU vs real only)")
+    print(f"defect segmentation on {args.dataset} held-out defects (IoU +- spread over {args.repeats} seed(s) / pixel "
+          "AUROC; gain in IoU vs real only; the batch share chosen on the val splits)")
     for row, by_k in report["rows"].items():
         cells = []
         for k, scores in by_k.items():
             gain = report["relative_gain"].get(row, {}).get(k, {}).get("iou")
-            cells.append(f"k={k}: {scores['iou']:.3f} / {scores['pixel_auroc']:.3f}" + (f" ({gain:+.0%})" if gain is not None else ""))
+            change = f" ({gain:+.0%})" if gain is not None else ""
+            cells.append(f"k={k}: {scores['iou']:.3f} +- {scores['iou_std']:.3f} / {scores['pixel_auroc']:.3f}{change} share {scores['share']:g}")
         print(f"  {row:<14} " + "   ".join(cells))
     for method, by_k in report["realism"].items():
         print(f"  KID {method:<10} " + "   ".join(f"k={k}: {v['kid_mean']:.3f}" for k, v in by_k.items()))
@@ -333,6 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
     defect_eval.add_argument("--steps", type=int, default=50, help="DDIM steps for sampling")
     defect_eval.add_argument("--encoder-version", default="latest", help="defect-encoder version ('' = plain RePaint)")
     defect_eval.add_argument("--seed", type=int, default=0)
+    defect_eval.add_argument("--shares", type=float, nargs="+", help="candidate batch shares of each row's defect "
+                             "pool, chosen on the val splits (default 0.25 0.5 0.75 0.9)")
+    defect_eval.add_argument("--repeats", type=int, default=1, help="segmenter seeds per candidate; scores are their mean")
+    defect_eval.add_argument("--device", default="cpu", help="where the generators sample and the segmenters train (cpu, cuda)")
     defect_eval.add_argument("--json", action="store_true", help="print one JSON object")
     defect_eval.set_defaults(func=_eval_defect_augmentation)
     synth_eval.set_defaults(func=_eval_normal_synthesis)

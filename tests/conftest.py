@@ -246,7 +246,7 @@ def product_dataset(twinray_settings: Settings) -> str:
 
     write_product_dataset(
         open_store(twinray_settings), "test-products", category="metal", size=32, seed=3, progress=False,
-        splits={"train_normal": 24, "train_defect": 5, "test_normal": 8, "test_defect": 8},
+        splits={"train_normal": 24, "train_defect": 5, "val_normal": 6, "val_defect": 6, "test_normal": 8, "test_defect": 8},
     )
     return "test-products"
 
@@ -287,7 +287,7 @@ def trained_mask_ddpm(ray_cluster: None, product_dataset: str, twinray_settings:
     """A real (short) Ray Train run of approach A's mask DDPM, published as `defect-masks`."""
     from training.ddpm import train_ddpm
 
-    return train_ddpm(twinray_settings, _tiny_ddpm("mask", "train_defect", "test_defect"))
+    return train_ddpm(twinray_settings, _tiny_ddpm("mask", "train_defect", "val_defect"))
 
 
 @pytest.fixture(scope="session")
@@ -295,4 +295,4 @@ def trained_normal_manifold(ray_cluster: None, product_dataset: str, twinray_set
     """A real (short) Ray Train run of approach B's normal-surface DDPM, published as `normal-manifold`."""
     from training.ddpm import train_ddpm
 
-    return train_ddpm(twinray_settings, _tiny_ddpm("image", "train_normal", "test_normal"))
+    return train_ddpm(twinray_settings, _tiny_ddpm("image", "train_normal", "val_normal"))

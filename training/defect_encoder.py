@@ -27,6 +27,7 @@ import ray.train
 import ray.train.torch
 import torch
 
+from shared.augmentation import augmented_batch
 from shared.config import Settings
 from shared.models.defect_encoder import DefectEncoder, DefectEncoderConfig, conditioned_loss, inpaint_defect
 from shared.models.diffusion import DiffusionConfig, build_unet, make_scheduler
@@ -34,7 +35,7 @@ from shared.products.dataset import ProductArrays, read_product_manifest, read_p
 from shared.registry import ModelRegistry, ModelVersion
 from shared.storage import open_store
 from training import harness
-from training.ddpm import MODEL_NAMES, SCORE, DiffusionRun, augmented_batch, ema_steps, training_images
+from training.ddpm import MODEL_NAMES, SCORE, DiffusionRun, ema_steps, training_images
 
 MODEL_NAME = "defect-encoder"
 NORMAL_MANIFOLD = MODEL_NAMES["image"]
@@ -44,7 +45,7 @@ NORMAL_MANIFOLD = MODEL_NAMES["image"]
 class DefectEncoderTrainConfig(DiffusionRun):
     """`train_split`: the few real defects (images and exact masks)."""
 
-    normal_split: str = "test_normal"  # normal surfaces the card's sample inpaints with `val_split`'s masks
+    normal_split: str = "val_normal"  # normal surfaces the card's sample inpaints with `val_split`'s masks
     normal_manifold_version: str = "latest"  # resolved once, before Ray starts, and recorded
     mask_weight: float = 20.0  # weight of the defect pixels in the loss (conditioned_loss); 1 = plain L_simple
     model: DefectEncoderConfig = DefectEncoderConfig()

@@ -149,6 +149,12 @@ def _shard_bytes(category: str, size: int, plan: list[tuple[int, str | None, int
     return buffer.getvalue()
 
 
+def _adds_splits(stored: dict, wanted: dict) -> bool:
+    """True when `wanted` equals the `stored` parameters but for splits it adds (the old ones unchanged)."""
+    same = all(stored[key] == wanted[key] for key in wanted if key != "splits")
+    return same and stored["splits"].items() < wanted["splits"].items()
+
+
 def write_product_dataset(
     store: ArtifactStore,
     name: str,
@@ -164,7 +170,9 @@ def write_product_dataset(
     """Render and store dataset `name`, or reuse it when a complete one with these parameters exists.
 
     `splits` maps split name (ending in 'normal' or 'defect') -> image count. Returns the manifest.
-    A dataset of that name with other parameters is an InvalidInput error, never overwritten.
+    A dataset of that name with other parameters is an InvalidInput error, never overwritten, unless
+    the request only ADDS splits: then the new ones are rendered beside the old, which stay as they are
+    (a split's images depend on its name, never on the other splits), and the manifest gains them.
     """
     defect_kinds = tuple(defect_kinds) if isinstance(defect_kinds, (list, tuple)) else ()
     _check_request(name, splits, seed, defect_kinds, shard_size)
@@ -178,12 +186,16 @@ def write_product_dataset(
         "shard_size": shard_size,
         "splits": dict(sorted(splits.items())),
     }
+    kept: dict[str, dict] = {}  # splits of the stored dataset that stay
     if store.exists(manifest_key(name)):
         existing = read_product_manifest(store, name)
-        if reusable(store, f"product dataset {name!r}", existing, stored_parameters(existing, _PARAMETERS), wanted):
+        stored = stored_parameters(existing, _PARAMETERS)
+        if _adds_splits(stored, wanted) and all(store.exists(s["key"]) for e in existing["splits"].values() for s in e["shards"]):
+            kept = existing["splits"]
+        elif reusable(store, f"product dataset {name!r}", existing, stored, wanted):
             return existing
 
-    plans = {split: _split_plan(seed, split, count, defect_kinds) for split, count in wanted["splits"].items()}
+    plans = {split: _split_plan(seed, split, count, defect_kinds) for split, count in wanted["splits"].items() if split not in kept}
     manifest = {
         **{key: wanted[key] for key in _PARAMETERS},
         "name": name,
@@ -207,6 +219,7 @@ def write_product_dataset(
                 "kind_counts": {kind: kinds.count(kind) for kind in defect_kinds if kind in kinds},
                 "shards": shards,
             }
+    manifest["splits"] = dict(sorted({**kept, **manifest["splits"]}.items()))
     return commit_manifest(store, name, manifest, "product dataset")
 
 

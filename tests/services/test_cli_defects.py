@@ -29,13 +29,13 @@ def test_every_defect_command_parses_with_product_defaults():
 
 def test_data_products_writes_the_dataset_into_the_store(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TWINRAY_HOME", str(tmp_path))
-    counts = ["--train-normal", "3", "--train-defect", "2", "--test-normal", "1", "--test-defect", "2"]
+    counts = ["--train-normal", "3", "--train-defect", "2", "--val-normal", "1", "--val-defect", "1", "--test-normal", "1", "--test-defect", "2"]
     assert main(["data", "products", "--name", "tiny", "--category", "fabric", "--size", "32", "--seed", "4", *counts]) == 0
     store = open_store(Settings.from_env())
     manifest = read_product_manifest(store, "tiny")
     assert (manifest["category"], manifest["size"], manifest["seed"]) == ("fabric", 32, 4)
     assert {split: entry["count"] for split, entry in manifest["splits"].items()} == {
-        "train_normal": 3, "train_defect": 2, "test_normal": 1, "test_defect": 2,
+        "train_normal": 3, "train_defect": 2, "val_normal": 1, "val_defect": 1, "test_normal": 1, "test_defect": 2,
     }
     assert read_product_split(store, "tiny", "train_defect").mask.any(axis=(1, 2)).all()
     assert "dataset 'tiny' (fabric, 32px; " in capsys.readouterr().out
@@ -63,14 +63,14 @@ def calls(monkeypatch) -> dict:
 def test_train_defect_masks_and_normal_manifold_pick_their_target_and_splits(calls, capsys):
     assert main(["train", "defect-masks", "--real-count", "5", "--epochs", "4", "--lr", "0.002"]) == 0
     config = calls["ddpm"]
-    assert (config.target, config.train_split, config.val_split) == ("mask", "train_defect", "test_defect")
+    assert (config.target, config.train_split, config.val_split) == ("mask", "train_defect", "val_defect")
     assert (config.dataset, config.real_count, config.epochs, config.learning_rate) == ("products", 5, 4, 0.002)
     assert config.batch_size == ddpm.DdpmTrainConfig().batch_size and config.model == ddpm.TARGET_DEFAULTS["mask"]["model"]
     assert main(["train", "defect-masks", "--image-size", "64"]) == 0
     assert calls["ddpm"].model.image_size == 64 and calls["ddpm"].epochs == ddpm.TARGET_DEFAULTS["mask"]["epochs"]
     assert main(["train", "normal-manifold", "--dataset", "mine", "--workers", "2", "--gpus"]) == 0
     config = calls["ddpm"]
-    assert (config.target, config.train_split, config.val_split) == ("image", "train_normal", "test_normal")
+    assert (config.target, config.train_split, config.val_split) == ("image", "train_normal", "val_normal")
     assert (config.dataset, config.workers, config.use_gpu, config.real_count) == ("mine", 2, True, 0)
     assert config.model == ddpm.TARGET_DEFAULTS["image"]["model"]
 

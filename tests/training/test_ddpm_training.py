@@ -11,7 +11,8 @@ from shared.models.diffusion import DiffusionConfig, binarise, build_unet, sampl
 from shared.products.dataset import read_product_split
 from shared.registry import ModelRegistry
 from shared.storage import open_store
-from training.ddpm import augmented_batch, training_images
+from shared.augmentation import augmented_batch
+from training.ddpm import training_images
 
 
 def test_training_images_are_the_masks_of_defect_images_only(twinray_settings, product_dataset):

@@ -80,6 +80,22 @@ def test_identical_request_reuses_and_other_parameters_are_refused(store: LocalS
     assert len(writes) == count
 
 
+def test_a_request_that_only_adds_splits_renders_just_those(store: LocalStore, writes: Writes) -> None:
+    """An older dataset gains the val splits of a newer TwinRay; its own splits stay byte for byte."""
+    first = write_product_dataset(store, "parts", **PARAMS)
+    count = len(writes)
+    more = {**SPLITS, "val_normal": 1, "val_defect": 3}
+    manifest = write_product_dataset(store, "parts", **{**PARAMS, "splits": more})
+    assert writes[count:] == [*(f"datasets/parts/{s}/shard-0000{i}.npz" for s, n in (("val_defect", 2), ("val_normal", 1)) for i in range(n)),
+                              manifest_key("parts")]
+    assert {s: e["count"] for s, e in manifest["splits"].items()} == more
+    assert all(manifest["splits"][split] == first["splits"][split] for split in SPLITS)
+    assert read_product_split(store, "parts", "val_defect").mask.any(axis=(1, 2)).all()
+    assert write_product_dataset(store, "parts", **{**PARAMS, "splits": more}) == manifest  # now simply reused
+    with pytest.raises(InvalidInput, match="already exists with other parameters"):  # dropping a split is not adding
+        write_product_dataset(store, "parts", **PARAMS)
+
+
 def test_crash_leaves_no_manifest_then_rewrites(store: LocalStore, writes: Writes) -> None:
     writes.fail_at = 2
     with pytest.raises(OSError, match="disk full"):
