@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from monai.losses import DiceCELoss
 from torch import nn
+from tqdm import tqdm
 
 from shared.augmentation import augmented_batch
 from shared.defect_metrics import (
@@ -262,6 +263,7 @@ def tuned_row(
     test: tuple[np.ndarray, np.ndarray],
     config: AugmentationEvalConfig,
     device: torch.device | str,
+    bar: tqdm | None = None,
 ) -> dict[str, Any]:
     """One row at one k: every candidate share trains `config.repeats` segmenters on `train` (+ the
     synthetic `made`), scored on `val` and `test`; the best share by mean val IoU gives the row's
@@ -274,6 +276,8 @@ def tuned_row(
             model = train_defect_segmenter(*train, budget, device, synthetic=made)
             val_runs.append(score_segmenter(model, *val))
             test_runs.append(score_segmenter(model, *test))
+            if bar is not None:
+                bar.update()
         candidates[share] = (_mean_scores(val_runs), test_runs)
     best = max(config.shares, key=lambda share: np.nan_to_num(candidates[share][0]["iou"], nan=-1.0))
     val_scores, test_runs = candidates[best]
@@ -321,6 +325,7 @@ def evaluate_augmentation(
     generators: DefectGenerators | Mapping[int, DefectGenerators],
     *,
     device: torch.device | str = "cpu",
+    progress: bool = True,
 ) -> dict:
     """The downstream report of `config.dataset` (see the module docstring). `generators` is one set
     of published models for every k, or one per k (models trained on only those k real defects).
@@ -330,6 +335,7 @@ def evaluate_augmentation(
     {"A"|"B"|"real_train": {str(k): KID}}; `diversity` {"A"|"B": {str(k): ...}, "real_test": ...};
     `feature_extractor`, `diversity_measures`, `settings` (every seed, count and budget) and `seconds`.
     `device` is where the segmenters train; the generators sample wherever the caller put them.
+    `progress` shows a bar of the segmenter trainings on stderr.
     """
     started = time.monotonic()
     names = ("train_normal", "train_defect", *config.validation, "test_normal", "test_defect")
@@ -367,6 +373,8 @@ def evaluate_augmentation(
         "ssim_diversity": ssim_diversity(held_out_crops, seed=config.seed),
     }
     cache_b: dict[int, SyntheticSet] = {}
+    trainings = len(config.real_counts) * len(rows) * len(config.shares) * config.repeats
+    bar = tqdm(total=trainings, desc="defect segmenters", unit="run", disable=not progress)
     for k in config.real_counts:
         chosen = _generators_for(generators, k)
         real_k = (real_images[:k], real_masks[:k])
@@ -394,7 +402,7 @@ def evaluate_augmentation(
                 continue
             made = None if method is None else (synthetic[method].image, synthetic[method].mask)
             train = (np.concatenate([real_k[0], normals]), np.concatenate([real_k[1], empty]))
-            scores = tuned_row(train, made, val, test, config, device)
+            scores = tuned_row(train, made, val, test, config, device, bar)
             scores["train_real_defects"], scores["train_normals"] = k, len(normals)
             scores["train_synthetic"] = 0 if method is None else config.synthetic_count
             rows[row][str(k)] = scores
@@ -402,6 +410,7 @@ def evaluate_augmentation(
             crops = defect_crops(made.image, made.mask, crop)
             realism[method][str(k)], diversity[method][str(k)] = realism_and_diversity(extractor, crops, held_out_crops, config)
 
+    bar.close()
     gains = {
         row: {
             str(k): {key: _relative(rows[row][str(k)][key], rows["real_only"][str(k)][key]) for key in ("iou", "mean_image_iou", "pixel_auroc")}
