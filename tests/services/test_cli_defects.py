@@ -66,8 +66,8 @@ def test_train_defect_masks_and_normal_manifold_pick_their_target_and_splits(cal
     assert (config.target, config.train_split, config.val_split) == ("mask", "train_defect", "val_defect")
     assert (config.dataset, config.real_count, config.epochs, config.learning_rate) == ("products", 5, 4, 0.002)
     assert config.batch_size == ddpm.DdpmTrainConfig().batch_size and config.model == ddpm.TARGET_DEFAULTS["mask"]["model"]
-    assert main(["train", "defect-masks", "--image-size", "64"]) == 0
-    assert calls["ddpm"].model.image_size == 64 and calls["ddpm"].epochs == ddpm.TARGET_DEFAULTS["mask"]["epochs"]
+    assert main(["train", "defect-masks", "--image-size", "32"]) == 0
+    assert calls["ddpm"].model.image_size == 32 and calls["ddpm"].epochs == ddpm.TARGET_DEFAULTS["mask"]["epochs"]
     assert main(["train", "normal-manifold", "--dataset", "mine", "--workers", "2", "--gpus"]) == 0
     config = calls["ddpm"]
     assert (config.target, config.train_split, config.val_split) == ("image", "train_normal", "val_normal")
