@@ -378,6 +378,7 @@ def evaluate_augmentation(
     for k in config.real_counts:
         chosen = _generators_for(generators, k)
         real_k = (real_images[:k], real_masks[:k])
+        train = (np.concatenate([real_k[0], normals]), np.concatenate([real_k[1], empty]))  # every row's real pool
         if k >= 2:
             realism["real_train"][str(k)] = kernel_inception_distance(
                 extractor, held_out_crops, defect_crops(*real_k, crop), subsets=config.kid_subsets, seed=config.seed
@@ -401,7 +402,6 @@ def evaluate_augmentation(
             if row not in rows:
                 continue
             made = None if method is None else (synthetic[method].image, synthetic[method].mask)
-            train = (np.concatenate([real_k[0], normals]), np.concatenate([real_k[1], empty]))
             scores = tuned_row(train, made, val, test, config, device, bar)
             scores["train_real_defects"], scores["train_normals"] = k, len(normals)
             scores["train_synthetic"] = 0 if method is None else config.synthetic_count

@@ -190,8 +190,9 @@ def write_product_dataset(
     if store.exists(manifest_key(name)):
         existing = read_product_manifest(store, name)
         stored = stored_parameters(existing, _PARAMETERS)
-        if _adds_splits(stored, wanted) and all(store.exists(s["key"]) for e in existing["splits"].values() for s in e["shards"]):
-            kept = existing["splits"]
+        if _adds_splits(stored, wanted):  # keep the old splits unless a shard is gone (then rewrite all)
+            complete = all(store.exists(s["key"]) for entry in existing["splits"].values() for s in entry["shards"])
+            kept = existing["splits"] if complete else {}
         elif reusable(store, f"product dataset {name!r}", existing, stored, wanted):
             return existing
 
