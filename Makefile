@@ -10,11 +10,11 @@ PROTO_OUT := $(PROTOS:.proto=_pb2.py)
 export RAY_USAGE_STATS_ENABLED ?= 0
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: install proto demo test benchmark clean
+.PHONY: install proto demo check test benchmark clean
 
 install: $(STAMP) proto
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
@@ -27,7 +27,13 @@ protos/twinray/v1/%_pb2.py: protos/twinray/v1/%.proto $(STAMP)
 demo: install
 	$(BIN)/twinray demo
 
-test: install
+# Lint, format and the import layers (contracts in pyproject.toml), then the whole suite.
+check: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+test: check
 	$(BIN)/python -m pytest -q tests
 
 benchmark: install
@@ -36,4 +42,4 @@ benchmark: install
 	$(BIN)/python -m benchmarks.defect_generation
 
 clean:
-	rm -rf $(VENV) .twinray reports protos/twinray/v1/*_pb2*.py protos/twinray/v1/*_pb2.pyi
+	rm -rf $(VENV) .twinray reports .import_linter_cache protos/twinray/v1/*_pb2*.py protos/twinray/v1/*_pb2.pyi

@@ -1,4 +1,5 @@
 """Shared by the serving benchmarks: a scratch artifact store, untrained models, a load generator."""
+
 from __future__ import annotations
 
 import atexit
@@ -16,9 +17,9 @@ from typing import Any
 import torch
 
 from benchmarks.report import latency_summary
-from shared.config import Settings
-from shared.registry import ModelRegistry, ModelVersion
-from shared.storage import open_store
+from twinray.shared.platform.config import Settings
+from twinray.shared.platform.registry import ModelRegistry, ModelVersion
+from twinray.shared.platform.storage import open_store
 
 
 def scratch_settings() -> Settings:
@@ -32,10 +33,15 @@ def scratch_settings() -> Settings:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             ports.append(probe.getsockname()[1])
-    os.environ.update({
-        "TWINRAY_HOME": str(home), "TWINRAY_GRPC_PORT": str(ports[0]), "TWINRAY_HTTP_PORT": str(ports[1]),
-        "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
-    })
+    os.environ.update(
+        {
+            "TWINRAY_HOME": str(home),
+            "TWINRAY_GRPC_PORT": str(ports[0]),
+            "TWINRAY_HTTP_PORT": str(ports[1]),
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_AUTH_MODE": "disabled",
+        }
+    )
     return Settings.from_env()
 
 
@@ -44,7 +50,11 @@ def publish_untrained(settings: Settings, name: str, model: torch.nn.Module, con
     weights = io.BytesIO()
     torch.save(model.state_dict(), weights)
     return ModelRegistry(open_store(settings)).publish(
-        name, weights=weights.getvalue(), config=config, metrics={}, training={"note": "benchmark only"},
+        name,
+        weights=weights.getvalue(),
+        config=config,
+        metrics={},
+        training={"note": "benchmark only"},
         card="Untrained weights of the demo architecture, for latency measurement only.",
     )
 

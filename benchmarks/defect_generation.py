@@ -3,9 +3,9 @@ DDPM (approach B: the frozen normal-manifold UNet steered by the defect encoder,
 mask) at 64 and 128 px, DDPM-1000 versus DDIM-50, approach A's blending for contrast, and a
 GenerateDataset job (approach B) over Ray Serve gRPC versus the same servicer in-process.
 
-Every cell runs the project's own samplers (`shared.models.diffusion.sample`,
-`shared.models.defect_encoder.inpaint_defect`, `shared.defect_synthesis.synthesize_a`) on the
-production architectures (`shared.models.diffusion.ARCHITECTURES`, default `DefectEncoderConfig`) at the
+Every cell runs the project's own samplers (`twinray.shared.models.components.diffusion.sample`,
+`twinray.shared.models.defect_encoder.network.inpaint_defect`, `twinray.shared.synthesis.defects.synthesize_a`) on the
+production architectures (`twinray.shared.models.components.diffusion.ARCHITECTURES`, default `DefectEncoderConfig`) at the
 benchmark's image size, with untrained weights: speed does not depend on them. The ratio of each
 pair is measured in the same run. DDPM runs `--ddpm-steps` of its reverse steps and is scaled to all
 1000: a step costs the same whatever T is (one network call + one scheduler step), and 1000 steps at
@@ -15,6 +15,7 @@ time the whole chain (the service part stays on CPU: the servicer loads its mode
 [--threads 1] [--quick] [--no-service]`. Writes benchmarks/reports/defect_generation.{json,md}
 (defect_generation_cuda[_bf16] on a GPU, so the CPU report stays).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,17 +32,21 @@ import torch
 
 from benchmarks.common import publish_untrained, scratch_settings
 from benchmarks.report import machine, write_report
-from shared.defect_synthesis import real_appearances, synthesize_a
-from shared.models.defect_encoder import DefectEncoder, DefectEncoderConfig, inpaint_defect
-from shared.models.diffusion import ARCHITECTURES, DiffusionConfig, Sampler, build_unet, sample
-from shared.products.dataset import render_sample, write_product_dataset
-from shared.products.defects import DEFECT_KINDS
-from shared.storage import open_store
+from twinray.shared.data.products.dataset import render_sample, write_product_dataset
+from twinray.shared.data.products.defects import DEFECT_KINDS
+from twinray.shared.models.components.diffusion import ARCHITECTURES, DiffusionConfig, Sampler, build_unet, sample
+from twinray.shared.models.defect_encoder.network import DefectEncoder, DefectEncoderConfig, inpaint_defect
+from twinray.shared.platform.storage import open_store
+from twinray.shared.synthesis.defects import real_appearances, synthesize_a
 
 CATEGORY = "metal"
 DEFAULT_BATCH = {64: 4, 128: 2}  # small: DDPM on 2 CPU cores
-MODELS = {"mask": "mask DDPM (A)", "conditioned": "conditioned DDPM (B)", "blend": "blending (A)",
-          "job": "GenerateDataset job (B)"}
+MODELS = {
+    "mask": "mask DDPM (A)",
+    "conditioned": "conditioned DDPM (B)",
+    "blend": "blending (A)",
+    "job": "GenerateDataset job (B)",
+}
 NORMALS = "bench-normals"  # the product dataset whose normal surfaces the dataset jobs draw on
 TIMESTEPS = ARCHITECTURES["mask"].train_timesteps  # both DDPMs train with the same schedule
 
@@ -53,13 +58,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sizes", type=int, nargs="+", help="image sides in pixels (default 64 128; --quick: 32)")
     parser.add_argument("--batch", type=int, default=0, help="images per sampling call (0: 4 at 64 px, 2 at 128 px)")
     parser.add_argument("--ddim-steps", type=int, default=50)
-    parser.add_argument("--ddpm-steps", type=int, default=0, help="DDPM reverse steps timed, scaled to all 1000 "
-                        "(0: all on cuda, 100 on cpu)")
+    parser.add_argument(
+        "--ddpm-steps", type=int, default=0, help="DDPM reverse steps timed, scaled to all 1000 (0: all on cuda, 100 on cpu)"
+    )
     parser.add_argument("--blend-samples", type=int, default=32, help="defects blended for approach A's cost")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default); 1 is "
-                        "far faster than 2 when other jobs share the cores")
-    parser.add_argument("--service", action=argparse.BooleanOptionalAction, default=True,
-                        help="measure a GenerateDataset job over Ray Serve gRPC against the in-process servicer")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (0: torch's default); 1 is far faster than 2 when other jobs share the cores",
+    )
+    parser.add_argument(
+        "--service",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure a GenerateDataset job over Ray Serve gRPC against the in-process servicer",
+    )
     parser.add_argument("--service-size", type=int, help="image side of the published models (default 64; --quick: 32)")
     parser.add_argument("--service-samples", type=int, default=6, help="samples in each timed dataset job")
     parser.add_argument("--quick", action="store_true", help="smoke test: batch 1, 2 steps a sampler, 2 samples a job")
@@ -101,9 +115,13 @@ def timed(run: Callable[[], Any], samples: int, device: torch.device, *, scale: 
         torch.cuda.synchronize(device)
     seconds = (time.perf_counter() - start) * scale / samples
     cpu_seconds = (time.process_time() - start_cpu) * scale / samples
-    return {"samples": samples, "s_per_sample": significant(seconds), "samples_per_s": significant(1.0 / seconds),
-            "cpu_s_per_sample": significant(cpu_seconds) if device.type == "cpu" else "-",
-            "peak_memory_mb": peak_memory_mb(device)}
+    return {
+        "samples": samples,
+        "s_per_sample": significant(seconds),
+        "samples_per_s": significant(1.0 / seconds),
+        "cpu_s_per_sample": significant(cpu_seconds) if device.type == "cpu" else "-",
+        "peak_memory_mb": peak_memory_mb(device),
+    }
 
 
 def products(size: int, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -114,9 +132,7 @@ def products(size: int, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return np.stack(normals), np.stack([d[0] for d in defects]), np.stack([d[1] for d in defects])
 
 
-def schedule(
-    config: DiffusionConfig, sampler: Sampler, args: argparse.Namespace
-) -> tuple[DiffusionConfig, int | None, float]:
+def schedule(config: DiffusionConfig, sampler: Sampler, args: argparse.Namespace) -> tuple[DiffusionConfig, int | None, float]:
     """(config to sample with, steps argument, scale to the full chain): DDPM runs `--ddpm-steps` of
     the train timesteps (a shorter schedule with the same network), DDIM its `--ddim-steps`."""
     if sampler == "ddim":
@@ -136,8 +152,10 @@ def sampling_speed(args: argparse.Namespace, size: int) -> dict[str, dict[str, A
     mask = torch.from_numpy(masks).float()[:, None].to(device)
     draw = {
         "mask": (mask_config, lambda c, steps, sampler: sample(mask_unet, c, batch, steps=steps, sampler=sampler)),
-        "conditioned": (image_config, lambda c, steps, sampler: inpaint_defect(
-            normal_unet, encoder, c, normal, mask, steps=steps, sampler=sampler)),
+        "conditioned": (
+            image_config,
+            lambda c, steps, sampler: inpaint_defect(normal_unet, encoder, c, normal, mask, steps=steps, sampler=sampler),
+        ),
     }
     results = {}
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
@@ -145,13 +163,17 @@ def sampling_speed(args: argparse.Namespace, size: int) -> dict[str, dict[str, A
             run(dataclasses.replace(config, train_timesteps=2), None, "ddpm")  # warm-up: allocator, kernels
             for sampler in ("ddpm", "ddim"):
                 used, steps, scale = schedule(config, sampler, args)
-                results[f"{model}/{sampler}"] = {**timed(lambda: run(used, steps, sampler), batch, device, scale=scale),
-                                                 "steps_timed": steps or used.train_timesteps}
+                results[f"{model}/{sampler}"] = {
+                    **timed(lambda: run(used, steps, sampler), batch, device, scale=scale),  # noqa: B023 - called here
+                    "steps_timed": steps or used.train_timesteps,
+                }
     appearances = real_appearances(defect_images, masks)  # once per model load in the service: not timed
     count = args.blend_samples
     picks = np.arange(count) % batch
-    results["blend/-"] = {**timed(lambda: synthesize_a(normals, masks[picks], picks, appearances), count, device),
-                          "steps_timed": 0}
+    results["blend/-"] = {
+        **timed(lambda: synthesize_a(normals, masks[picks], picks, appearances), count, device),
+        "steps_timed": 0,
+    }
     return results
 
 
@@ -159,17 +181,24 @@ def publish_generators(size: int) -> dict[str, int]:
     """Scratch settings with the three models the service loads published, untrained, at `size`: the
     mask DDPM, the normal-manifold DDPM and the encoder steering that version (as the trainers name them)."""
     settings = scratch_settings()
-    configs = {name: dataclasses.replace(ARCHITECTURES[target], image_size=size)
-               for name, target in (("defect-masks", "mask"), ("normal-manifold", "image"))}
+    configs = {
+        name: dataclasses.replace(ARCHITECTURES[target], image_size=size)
+        for name, target in (("defect-masks", "mask"), ("normal-manifold", "image"))
+    }
     torch.manual_seed(0)
-    versions = {name: publish_untrained(settings, name, build_unet(config), config.to_dict()).version
-                for name, config in configs.items()}
-    encoder_config = {"encoder": DefectEncoderConfig().to_dict(), "unet": configs["normal-manifold"].to_dict(),
-                      "normal_manifold_version": versions["normal-manifold"]}
+    versions = {
+        name: publish_untrained(settings, name, build_unet(config), config.to_dict()).version for name, config in configs.items()
+    }
+    encoder_config = {
+        "encoder": DefectEncoderConfig().to_dict(),
+        "unet": configs["normal-manifold"].to_dict(),
+        "normal_manifold_version": versions["normal-manifold"],
+    }
     encoder = DefectEncoder(DefectEncoderConfig(), configs["normal-manifold"])
     versions["defect-encoder"] = publish_untrained(settings, "defect-encoder", encoder, encoder_config).version
-    write_product_dataset(open_store(settings), NORMALS, category=CATEGORY, size=size, splits={"train_normal": 8},
-                          seed=0, progress=False)
+    write_product_dataset(
+        open_store(settings), NORMALS, category=CATEGORY, size=size, splits={"train_normal": 8}, seed=0, progress=False
+    )
     return versions
 
 
@@ -178,7 +207,10 @@ def job_request(name: str, count: int, steps: int) -> Any:
     from twinray.v1 import defect_generation_pb2 as pb
 
     return pb.GenerateDatasetRequest(
-        name=name, count=count, method=pb.DEFECT_METHOD_CONDITIONED_DDPM, normal_dataset=NORMALS,
+        name=name,
+        count=count,
+        method=pb.DEFECT_METHOD_CONDITIONED_DDPM,
+        normal_dataset=NORMALS,
         sampling=pb.SamplingOptions(steps=steps, seed=1),
     )
 
@@ -189,10 +221,10 @@ def dataset_job_throughput(args: argparse.Namespace) -> dict[str, dict[str, Any]
     is not timed; every job has its own name (a finished one would only be read back)."""
     import grpc
 
-    from services.defect_generation.client import APPLICATION, generate_dataset
-    from services.defect_generation.servicer import DefectGenerationServicer
-    from services.up import deploy
-    from shared.config import Settings
+    from twinray.services.cli.up import deploy
+    from twinray.services.defect_generation.client import APPLICATION, generate_dataset
+    from twinray.services.defect_generation.servicer import DefectGenerationServicer
+    from twinray.shared.platform.config import Settings
     from twinray.v1 import defect_generation_pb2 as pb
 
     versions = publish_generators(args.service_size)
@@ -214,7 +246,7 @@ def dataset_job_throughput(args: argparse.Namespace) -> dict[str, dict[str, Any]
         run(job_request(f"warm-up-{slug}", 1, args.ddim_steps))
         timed_job = job_request(f"bench-{slug}", args.service_samples, args.ddim_steps)
         messages: list[pb.GenerateDatasetProgress] = []
-        stats = timed(lambda: messages.extend(run(timed_job)), args.service_samples, torch.device("cpu"))
+        stats = timed(lambda: messages.extend(run(timed_job)), args.service_samples, torch.device("cpu"))  # noqa: B023 - called here
         last, expected = messages[-1], {(name, str(version)) for name, version in versions.items()}
         assert last.HasField("manifest") and last.done == args.service_samples, f"{path}: last message {last}"
         assert {(m.name, m.version) for m in last.provenance.models} == expected, f"{path}: {last.provenance}"
@@ -230,6 +262,7 @@ def ratio(numerator: float, denominator: float) -> float:
 
 def sampling_ratios(results: dict[str, dict[str, Any]], size: int, measure: str = "s_per_sample") -> dict[str, float]:
     """Ratios of seconds per sample at `size` (higher = the first is slower), of wall or CPU time."""
+
     def seconds(key: str) -> float:
         return results[f"{key}@{size}"][measure]
 
@@ -243,13 +276,17 @@ def sampling_ratios(results: dict[str, dict[str, Any]], size: int, measure: str 
 
 def ratio_notes(args: argparse.Namespace, ratios: dict[str, Any]) -> str:
     """The markdown under the results table: what was measured, and the ratios."""
-    lines = ["| size | DDIM speed-up, mask | DDIM speed-up, conditioned | conditioned / mask (DDIM) | mask (DDIM) / blend |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| size | DDIM speed-up, mask | DDIM speed-up, conditioned | conditioned / mask (DDIM) | mask (DDIM) / blend |",
+        "|---|---|---|---|---|",
+    ]
     for time_kind in ("sampling", "sampling_cpu_time"):
         for size, r in ratios.get(time_kind, {}).items():
             label = f"{size.removeprefix('size_')}{', CPU time' if time_kind.endswith('cpu_time') else ''}"
-            lines.append(f"| {label} | x{r['ddim_speedup_mask']} | x{r['ddim_speedup_conditioned']} | "
-                         f"x{r['conditioned_over_mask_ddim']} | x{r['mask_ddim_over_blend']} |")
+            lines.append(
+                f"| {label} | x{r['ddim_speedup_mask']} | x{r['ddim_speedup_conditioned']} | "
+                f"x{r['conditioned_over_mask_ddim']} | x{r['mask_ddim_over_blend']} |"
+            )
     if "dataset_job" in ratios:
         job = ratios["dataset_job"]["grpc_over_inprocess"]
         lines.append(f"\nGenerateDataset throughput (samples/s), gRPC through Ray Serve / in-process: x{job}")
@@ -258,8 +295,7 @@ def ratio_notes(args: argparse.Namespace, ratios: dict[str, Any]) -> str:
         f"Untrained weights of the production architecture on {device}. DDPM timed over {args.ddpm_steps} reverse "
         f"steps and scaled to {TIMESTEPS}. Peak memory: GPU peak allocated per cell, or the "
         "process's peak RSS so far on CPU. Ratios of seconds per sample (higher = the first is slower), of wall time "
-        "and, on CPU, of this process's CPU time (steadier when other jobs share the cores):\n\n"
-        + "\n".join(lines)
+        "and, on CPU, of this process's CPU time (steadier when other jobs share the cores):\n\n" + "\n".join(lines)
     )
 
 
@@ -277,33 +313,41 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(rows[-1], flush=True)
     ratios: dict[str, Any] = {"sampling": {f"size_{size}": sampling_ratios(results, size) for size in args.sizes}}
     if args.device.type == "cpu":
-        ratios["sampling_cpu_time"] = {
-            f"size_{size}": sampling_ratios(results, size, "cpu_s_per_sample") for size in args.sizes
-        }
+        ratios["sampling_cpu_time"] = {f"size_{size}": sampling_ratios(results, size, "cpu_s_per_sample") for size in args.sizes}
     if args.service:
         jobs = dataset_job_throughput(args)
         for path, stats in jobs.items():
             results[f"job/{path}@{args.service_size}"] = stats
-            rows.append({"model": f"{MODELS['job']}, {path}", "size": args.service_size, "sampler": samplers["ddim"],
-                         **stats})
+            rows.append({"model": f"{MODELS['job']}, {path}", "size": args.service_size, "sampler": samplers["ddim"], **stats})
             print(rows[-1], flush=True)
         over_grpc, in_process = jobs["grpc+serve"]["samples_per_s"], jobs["in-process"]["samples_per_s"]
         ratios["dataset_job"] = {"grpc_over_inprocess": ratio(over_grpc, in_process)}
-    service = {"size": args.service_size, "samples_per_job": args.service_samples, "method": "B", "replicas": 1,
-               "normals": f"{NORMALS}/train_normal (8 {CATEGORY} surfaces)",
-               "models_on": "cpu (the servicer loads them there)"}
+    service = {
+        "size": args.service_size,
+        "samples_per_job": args.service_samples,
+        "method": "B",
+        "replicas": 1,
+        "normals": f"{NORMALS}/train_normal (8 {CATEGORY} surfaces)",
+        "models_on": "cpu (the servicer loads them there)",
+    }
     report = {
         "benchmark": "defect_generation",
         "weights": "untrained (speed does not depend on them)",
-        "model": {**{f"{target}_unet": {**config.to_dict(), "image_size": "per size"}
-                     for target, config in ARCHITECTURES.items()},
-                  "encoder": DefectEncoderConfig().to_dict()},
+        "model": {
+            **{f"{target}_unet": {**config.to_dict(), "image_size": "per size"} for target, config in ARCHITECTURES.items()},
+            "encoder": DefectEncoderConfig().to_dict(),
+        },
         "settings": {
-            "device": str(args.device), "bf16_autocast": args.bf16, "torch_threads": torch.get_num_threads(),
-            "ddim_steps": args.ddim_steps, "ddpm_steps_timed": args.ddpm_steps,
+            "device": str(args.device),
+            "bf16_autocast": args.bf16,
+            "torch_threads": torch.get_num_threads(),
+            "ddim_steps": args.ddim_steps,
+            "ddpm_steps_timed": args.ddpm_steps,
             "ddpm_scaled_to": TIMESTEPS,
             "batch": {size: args.batch or DEFAULT_BATCH.get(size, 2) for size in args.sizes},
-            "blend_samples": args.blend_samples, "category": CATEGORY, "quick": args.quick,
+            "blend_samples": args.blend_samples,
+            "category": CATEGORY,
+            "quick": args.quick,
             "service": service if args.service else None,
         },
         "machine": {**machine(), "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)]},

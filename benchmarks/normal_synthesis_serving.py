@@ -9,6 +9,7 @@ Segmentation replica through a Serve deployment handle. Run: `make benchmark` or
 `.venv/bin/python -m benchmarks.normal_synthesis_serving [--requests 160]`. Writes
 benchmarks/reports/normal_synthesis_serving.{json,md}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,16 +19,16 @@ import grpc
 
 from benchmarks.common import publish_untrained, run_load, scratch_settings
 from benchmarks.report import machine, write_report
-from services.client import synthesize
-from services.common.messages import anatomy_label_map
-from services.normal_synthesis.servicer import MODEL_NAME, NormalSynthesisServicer
-from services.segmentation.servicer import MODEL_NAME as SEGMENTATION_NAME
-from services.segmentation.servicer import SegmentationServicer
-from services.up import deploy
-from shared.imaging import encode_float01_png16
-from shared.models.segmenter import AnatomySegmenter, SegmenterConfig
-from shared.models.spade import AnatomyConditionedGenerator, SpadeConfig
-from shared.phantoms.cxr import render_phantom
+from twinray.services.cli.up import deploy
+from twinray.services.common.messages import anatomy_label_map
+from twinray.services.normal_synthesis.client import synthesize
+from twinray.services.normal_synthesis.servicer import MODEL_NAME, NormalSynthesisServicer
+from twinray.services.segmentation.servicer import MODEL_NAME as SEGMENTATION_NAME
+from twinray.services.segmentation.servicer import SegmentationServicer
+from twinray.shared.data.phantoms.cxr import render_phantom
+from twinray.shared.models.normal_synthesis.network import AnatomyConditionedGenerator, SpadeConfig
+from twinray.shared.models.segmentation.network import AnatomySegmenter, SegmenterConfig
+from twinray.shared.platform.imaging import encode_float01_png16
 from twinray.v1 import common_pb2, normal_synthesis_pb2, segmentation_pb2
 
 APPLICATION = "normal-synthesis"
@@ -79,8 +80,10 @@ def main() -> None:
         ("grpc+serve", "alone"): lambda: synthesize(channel, image, anatomy_png=anatomy.png),
     }
     # Both paths answer, and the composed call really went through segmentation.
-    expected = {"composed": [(MODEL_NAME, str(synthesis.version)), (SEGMENTATION_NAME, str(segmentation.version))],
-                "alone": [(MODEL_NAME, str(synthesis.version))]}
+    expected = {
+        "composed": [(MODEL_NAME, str(synthesis.version)), (SEGMENTATION_NAME, str(segmentation.version))],
+        "alone": [(MODEL_NAME, str(synthesis.version))],
+    }
     for (path, mode), call in calls.items():
         answer = call()
         models = [(m.name, m.version) for m in answer.provenance.models]
@@ -120,8 +123,10 @@ def main() -> None:
             "segmentation": {"version": segmentation.version, "config": segmenter_config.to_dict()},
             "replicas": {"NormalSynthesis": 1, "Segmentation": 1},
         },
-        "modes": {"composed": "no anatomy in the request: synthesis asks the Segmentation service",
-                  "alone": "the request carries the anatomy map (`anatomy` field)"},
+        "modes": {
+            "composed": "no anatomy in the request: synthesis asks the Segmentation service",
+            "alone": "the request carries the anatomy map (`anatomy` field)",
+        },
         "machine": machine(),
         "results": results,
         "ratios": ratios,
@@ -132,8 +137,10 @@ def main() -> None:
     ]
     for kind, groups in ratios.items():
         for group, by_concurrency in groups.items():
-            label = {"grpc_over_inprocess": f"gRPC+Serve / in-process ({group})",
-                     "composed_over_alone": f"composed / alone ({group})"}[kind]
+            label = {
+                "grpc_over_inprocess": f"gRPC+Serve / in-process ({group})",
+                "composed_over_alone": f"composed / alone ({group})",
+            }[kind]
             for key, r in by_concurrency.items():
                 lines.append(f"| {label} | {key.removeprefix('concurrency_')} | x{r['p50']} | x{r['p95']} | x{r['throughput']} |")
     notes = "Ratios (latency: higher is slower; throughput: lower is slower):\n\n" + "\n".join(lines)

@@ -1,4 +1,5 @@
 """Writing benchmark reports: one JSON file and a short markdown table, side by side."""
+
 from __future__ import annotations
 
 import json

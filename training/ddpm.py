@@ -9,6 +9,7 @@ an exponential moving average of the trained ones (Ho et al. 2020, Sec. 4, decay
 here for short CPU runs), the checkpoint kept is the one with the lowest DDPM loss on held-out
 images at fixed noise, and a few samples are drawn at the end so the model card says what it makes.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,13 +25,23 @@ import ray.train.torch
 import torch
 import torch.nn.functional as F
 
-from shared.augmentation import augmented_batch
-from shared.config import Settings
-from shared.models.diffusion import ARCHITECTURES, DiffusionConfig, binarise, build_unet, ddpm_loss, make_scheduler, nonempty, sample
-from shared.products.dataset import ProductArrays, read_product_manifest, read_product_split
-from shared.registry import ModelRegistry, ModelVersion
-from shared.storage import open_store
-from training import harness
+from twinray.shared.data.augmentation import augmented_batch
+from twinray.shared.data.products.dataset import ProductArrays, read_product_manifest, read_product_split
+from twinray.shared.models.components.diffusion import (
+    ARCHITECTURES,
+    DiffusionConfig,
+    binarise,
+    build_unet,
+    ddpm_loss,
+    make_scheduler,
+    nonempty,
+    sample,
+)
+from twinray.shared.platform.config import Settings
+from twinray.shared.platform.ray_runtime import ensure_ray
+from twinray.shared.platform.registry import ModelRegistry, ModelVersion
+from twinray.shared.platform.storage import open_store
+from twinray.training import harness
 
 Target = Literal["mask", "image"]
 MODEL_NAMES: dict[str, str] = {"mask": "defect-masks", "image": "normal-manifold"}
@@ -38,11 +49,15 @@ MODEL_NAMES: dict[str, str] = {"mask": "defect-masks", "image": "normal-manifold
 # rate (v-prediction, 5 masks: 500 steps drew mostly empty masks, 1000 defect-like ones).
 TARGET_DEFAULTS: dict[str, dict[str, Any]] = {
     "mask": {
-        "train_split": "train_defect", "val_split": "val_defect", "epochs": 20, "learning_rate": 2e-3,
+        "train_split": "train_defect",
+        "val_split": "val_defect",
+        "epochs": 20,
+        "learning_rate": 2e-3,
         "model": ARCHITECTURES["mask"],
     },
     "image": {
-        "train_split": "train_normal", "val_split": "val_normal",
+        "train_split": "train_normal",
+        "val_split": "val_normal",
         "model": ARCHITECTURES["image"],
     },
 }
@@ -142,7 +157,9 @@ def train_loop(config: dict[str, Any]) -> None:
     store = open_store(Settings.from_env(config["settings_env"]))
     model_config = DiffusionConfig.from_dict(config["model"])
     size, target = model_config.image_size, config["target"]
-    data = training_images(read_product_split(store, config["dataset"], config["train_split"]), target, size, config["real_count"])
+    data = training_images(
+        read_product_split(store, config["dataset"], config["train_split"]), target, size, config["real_count"]
+    )
     val = training_images(read_product_split(store, config["dataset"], config["val_split"]), target, size) if rank == 0 else None
 
     device = ray.train.torch.get_device()
@@ -160,7 +177,12 @@ def train_loop(config: dict[str, Any]) -> None:
         unet.train()
         started = time.time()
         train_loss = ema_steps(
-            unet, ema, optimiser, schedule, config["steps_per_epoch"], device,
+            unet,
+            ema,
+            optimiser,
+            schedule,
+            config["steps_per_epoch"],
+            device,
             lambda: ddpm_loss(unet, scheduler, augmented_batch(data, config["batch_size"], draws).to(device), draws),
         )
         metrics: dict[str, Any] = {
@@ -197,12 +219,17 @@ def train_ddpm(settings: Settings, config: DdpmTrainConfig) -> ModelVersion:
         raise ValueError(f"target must be 'mask' or 'image', got {config.target!r}")
     config.model.validate()
     read_product_manifest(open_store(settings), config.dataset)  # NotFound before Ray starts
-    harness.ensure_ray(settings)
+    ensure_ray(settings)
     name = MODEL_NAMES[config.target]
     loop_config = {**dataclasses.asdict(config), "model": config.model.to_dict()}
     result = harness.fit(
-        train_loop, loop_config=loop_config, settings=settings, run_name=f"{name}-{int(time.time())}",
-        workers=config.workers, use_gpu=config.use_gpu, score_metric=SCORE,
+        train_loop,
+        loop_config=loop_config,
+        settings=settings,
+        run_name=f"{name}-{int(time.time())}",
+        workers=config.workers,
+        use_gpu=config.use_gpu,
+        score_metric=SCORE,
     )
     state, metrics = harness.best_state(result, SCORE)
     summary = _sample_summary(state["model"], config.model, config.target)

@@ -1,7 +1,7 @@
 """Ray Train for approach B's conditioning encoder: `twinray train defect-encoder`.
 
 The published normal-manifold DDPM is loaded by version and FROZEN; only the DefectEncoder
-(shared.models.defect_encoder, ControlNet-style residuals into the UNet's skips) learns, from the
+(twinray.shared.models.defect_encoder.network, ControlNet-style residuals into the UNet's skips) learns, from the
 FEW real defect images and their exact masks. The loss is Ho et al.'s L_simple on the defect images,
 predicted by the frozen UNet plus the encoder's residuals (`conditioned_loss`); the defect image is
 its own normal context, which the encoder reads only outside the mask.
@@ -13,6 +13,7 @@ held-out score is minus the conditioned loss on `val_split` at a fixed draw of t
 it stands the frozen DDPM's own loss on that draw (the encoder's zero-initialised outputs make an
 untrained encoder exactly that), so the card says how much the encoder explains that "normal" does not.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,15 +28,16 @@ import ray.train
 import ray.train.torch
 import torch
 
-from shared.augmentation import augmented_batch
-from shared.config import Settings
-from shared.models.defect_encoder import DefectEncoder, DefectEncoderConfig, conditioned_loss, inpaint_defect
-from shared.models.diffusion import DiffusionConfig, build_unet, make_scheduler
-from shared.products.dataset import ProductArrays, read_product_manifest, read_product_split
-from shared.registry import ModelRegistry, ModelVersion
-from shared.storage import open_store
-from training import harness
-from training.ddpm import MODEL_NAMES, SCORE, DiffusionRun, ema_steps, training_images
+from twinray.shared.data.augmentation import augmented_batch
+from twinray.shared.data.products.dataset import ProductArrays, read_product_manifest, read_product_split
+from twinray.shared.models.components.diffusion import DiffusionConfig, build_unet, make_scheduler
+from twinray.shared.models.defect_encoder.network import DefectEncoder, DefectEncoderConfig, conditioned_loss, inpaint_defect
+from twinray.shared.platform.config import Settings
+from twinray.shared.platform.ray_runtime import ensure_ray
+from twinray.shared.platform.registry import ModelRegistry, ModelVersion
+from twinray.shared.platform.storage import open_store
+from twinray.training import harness
+from twinray.training.ddpm import MODEL_NAMES, SCORE, DiffusionRun, ema_steps, training_images
 
 MODEL_NAME = "defect-encoder"
 NORMAL_MANIFOLD = MODEL_NAMES["image"]
@@ -79,8 +81,13 @@ def frozen_normal_manifold(registry: ModelRegistry, version: int) -> tuple[torch
 
 
 def held_out_loss(
-    unet: torch.nn.Module, encoder: DefectEncoder, unet_config: DiffusionConfig,
-    images: torch.Tensor, masks: torch.Tensor, device: torch.device, mask_weight: float = 1.0,
+    unet: torch.nn.Module,
+    encoder: DefectEncoder,
+    unet_config: DiffusionConfig,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    device: torch.device,
+    mask_weight: float = 1.0,
 ) -> float:
     """`conditioned_loss` on `images` at a FIXED draw of t and noise, so epochs compare like for like."""
     scheduler, generator = make_scheduler(unet_config), torch.Generator().manual_seed(1234)
@@ -147,8 +154,11 @@ def train_loop(config: dict[str, Any]) -> None:
 
 
 def _inpaint_summary(
-    unet: torch.nn.Module, encoder: DefectEncoder, unet_config: DiffusionConfig,
-    store: Any, config: DefectEncoderTrainConfig,
+    unet: torch.nn.Module,
+    encoder: DefectEncoder,
+    unet_config: DiffusionConfig,
+    store: Any,
+    config: DefectEncoderTrainConfig,
 ) -> dict[str, float]:
     """What DDIM-20 inpainting with the published encoder does to 4 held-out normal surfaces under 4
     held-out real masks, beside plain RePaint with the frozen DDPM: mean |change| inside the masks."""
@@ -175,14 +185,23 @@ def train_defect_encoder(settings: Settings, config: DefectEncoderTrainConfig) -
     normal_version = registry.resolve(NORMAL_MANIFOLD, config.normal_manifold_version)
     read_product_manifest(store, config.dataset)  # NotFound before Ray starts
     unet, unet_config = frozen_normal_manifold(registry, normal_version)
-    harness.ensure_ray(settings)
+    ensure_ray(settings)
     loop_config = {**dataclasses.asdict(config), "model": config.model.to_dict(), "normal_manifold_version": normal_version}
     result = harness.fit(
-        train_loop, loop_config=loop_config, settings=settings, run_name=f"{MODEL_NAME}-{int(time.time())}",
-        workers=config.workers, use_gpu=config.use_gpu, score_metric=SCORE,
+        train_loop,
+        loop_config=loop_config,
+        settings=settings,
+        run_name=f"{MODEL_NAME}-{int(time.time())}",
+        workers=config.workers,
+        use_gpu=config.use_gpu,
+        score_metric=SCORE,
     )
     state, metrics = harness.best_state(result, SCORE)
-    published_config = {"encoder": config.model.to_dict(), "unet": unet_config.to_dict(), "normal_manifold_version": normal_version}
+    published_config = {
+        "encoder": config.model.to_dict(),
+        "unet": unet_config.to_dict(),
+        "normal_manifold_version": normal_version,
+    }
     encoder = DefectEncoder(config.model, unet_config)
     encoder.load_state_dict(state["model"])
     summary = _inpaint_summary(unet, encoder.eval(), unet_config, store, config)

@@ -4,10 +4,10 @@ Starts (or joins) Ray, points Ray Train's checkpoints at the artifact store (a d
 local store, or the MinIO bucket through pyarrow's S3 filesystem), runs a `TorchTrainer`, and turns
 the best checkpoint into a published model version.
 """
+
 from __future__ import annotations
 
 import io
-import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -19,25 +19,10 @@ import ray.train
 import torch
 from ray.train.torch import TorchTrainer
 
-from shared.config import Settings
-from shared.registry import ModelRegistry, ModelVersion
+from twinray.shared.platform.config import Settings
+from twinray.shared.platform.registry import ModelRegistry, ModelVersion
 
 CHECKPOINT_FILE = "model.pt"
-
-
-def ensure_ray(settings: Settings, *, num_cpus: int | None = None) -> None:
-    """Join `TWINRAY_RAY_ADDRESS`, or start local Ray with the resolved settings in its environment."""
-    if ray.is_initialized():
-        return
-    os.environ.update(settings.as_env())
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    if settings.ray_address:
-        ray.init(address=settings.ray_address, runtime_env={"env_vars": settings.as_env()})
-    else:
-        context = ray.init(num_cpus=num_cpus)
-        if context.dashboard_url:
-            print(f"Ray dashboard (training metrics, logs): http://{context.dashboard_url}", flush=True)
 
 
 def checkpoint_storage(settings: Settings) -> tuple[str, pyarrow.fs.FileSystem | None]:

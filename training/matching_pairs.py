@@ -10,8 +10,9 @@ real lesions; the best checkpoint by that score is published.
 
 Published weights (`weights.pt`): {"abnormal_to_normal": state dict, "normal_to_abnormal": state
 dict}, both `ResidualTranslator`s of the published `TranslatorConfig`;
-`shared.models.cyclegan.translator_from_weights` rebuilds the first.
+`twinray.shared.models.matching_pairs.network.translator_from_weights` rebuilds the first.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,23 +30,24 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from shared.config import Settings
-from shared.models.cyclegan import (
-    PatchDiscriminator,
+from twinray.shared.data.dataset_io import manifest_key as phantom_manifest_key
+from twinray.shared.data.phantoms.dataset import PhantomArrays, read_phantom_manifest, read_phantom_split
+from twinray.shared.data.pseudo_pairs import PseudoPairShard, write_pseudo_pair_dataset
+from twinray.shared.evaluation.twin import TwinFunction, batched, evaluate_twin_function, unit_images
+from twinray.shared.models.components.gan_losses import lsgan_discriminator_loss, lsgan_generator_loss
+from twinray.shared.models.components.patchgan import PatchDiscriminator
+from twinray.shared.models.components.twin import full_resolution_twin, to_input_size
+from twinray.shared.models.matching_pairs.network import (
     ResidualTranslator,
     TranslatorConfig,
     disease_logit,
     translator_from_weights,
 )
-from shared.models.normal_synthesis_losses import lsgan_discriminator_loss, lsgan_generator_loss
-from shared.models.twin import full_resolution_twin, to_input_size
-from shared.phantoms.dataset import PhantomArrays, read_phantom_manifest, read_phantom_split
-from shared.datasets import manifest_key as phantom_manifest_key
-from shared.pseudo_pairs import PseudoPairShard, write_pseudo_pair_dataset
-from shared.registry import ModelRegistry, ModelVersion
-from shared.storage import ArtifactStore, open_store, sha256_bytes
-from training import harness
-from training.twin_evaluation import TwinFunction, batched, evaluate_twin_function, unit_images
+from twinray.shared.platform.config import Settings
+from twinray.shared.platform.ray_runtime import ensure_ray
+from twinray.shared.platform.registry import ModelRegistry, ModelVersion
+from twinray.shared.platform.storage import ArtifactStore, open_store, sha256_bytes
+from twinray.training import harness
 
 MODEL_NAME = "matching-pairs"
 SCORE = "val_residual_in_lesion"
@@ -85,7 +87,7 @@ class CycleGAN:
     critic: nn.Module
 
     @classmethod
-    def build(cls, model: TranslatorConfig, discriminator_channels: int) -> "CycleGAN":
+    def build(cls, model: TranslatorConfig, discriminator_channels: int) -> CycleGAN:
         return cls(
             ResidualTranslator(model),
             ResidualTranslator(model, sign=-model.residual_sign),
@@ -111,7 +113,7 @@ class Optimisers:
     critic: torch.optim.Optimizer
 
     @classmethod
-    def build(cls, nets: CycleGAN, learning_rate: float, critic_learning_rate: float) -> "Optimisers":
+    def build(cls, nets: CycleGAN, learning_rate: float, critic_learning_rate: float) -> Optimisers:
         adam = lambda params, lr: torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999))  # noqa: E731 - the paper's betas
         return cls(
             adam(nets.generators(), learning_rate),
@@ -140,8 +142,12 @@ def critic_step(nets: CycleGAN, opt: torch.optim.Optimizer, abnormal: torch.Tens
 
 
 def discriminator_step(
-    nets: CycleGAN, opt: torch.optim.Optimizer, abnormal: torch.Tensor, normal: torch.Tensor,
-    fake_normal: torch.Tensor, fake_abnormal: torch.Tensor,
+    nets: CycleGAN,
+    opt: torch.optim.Optimizer,
+    abnormal: torch.Tensor,
+    normal: torch.Tensor,
+    fake_normal: torch.Tensor,
+    fake_abnormal: torch.Tensor,
 ) -> float:
     """One update of both PatchGANs: real images -> 1, translations -> 0 (Eq. 1 with LSGAN)."""
     D_n, D_a = nets.judge_normal, nets.judge_abnormal
@@ -191,7 +197,10 @@ def train_step(
         # The twin is the SAME patient: the smallest change that satisfies the critic wins.
         minimal_change = (fake_normal - abnormal).abs().mean()
         g_loss = (
-            adversarial + lambda_disease * disease + lambda_cycle * cycle + lambda_identity * identity
+            adversarial
+            + lambda_disease * disease
+            + lambda_cycle * cycle
+            + lambda_identity * identity
             + lambda_minimal_change * minimal_change
         )
     opts.generators.zero_grad(set_to_none=True)
@@ -200,7 +209,11 @@ def train_step(
     d_loss = discriminator_step(nets, opts.discriminators, abnormal, normal, fake_normal, fake_abnormal)
     c_loss = critic_step(nets, opts.critic, abnormal, normal)
     losses = {
-        "g": g_loss, "adversarial": adversarial, "disease": disease, "cycle": cycle, "identity": identity,
+        "g": g_loss,
+        "adversarial": adversarial,
+        "disease": disease,
+        "cycle": cycle,
+        "identity": identity,
         "minimal_change": minimal_change,
     }
     return {**{name: value.item() for name, value in losses.items()}, "d": d_loss, "critic": c_loss}
@@ -217,7 +230,7 @@ def translator_twin(translator: nn.Module, input_size: int) -> TwinFunction:
 
 def evaluate_translator(translator: nn.Module, arrays: PhantomArrays, input_size: int) -> dict[str, float]:
     """The abnormal -> normal translator against the phantoms' true twins
-    (`training.twin_evaluation.evaluate_twin_function`, without the anatomy terms)."""
+    (`twinray.shared.evaluation.twin.evaluate_twin_function`, without the anatomy terms)."""
     device = next(translator.parameters()).device
     return evaluate_twin_function(translator_twin(translator, input_size), arrays, device=device)
 
@@ -225,7 +238,9 @@ def evaluate_translator(translator: nn.Module, arrays: PhantomArrays, input_size
 def _domains(arrays: PhantomArrays, input_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The two unpaired domains at the generators' size: abnormal images and normal images (never the twins)."""
     abnormal = arrays.lesion_seed >= 0
-    return to_input_size(unit_images(arrays.image[abnormal]), input_size), to_input_size(unit_images(arrays.image[~abnormal]), input_size)
+    return to_input_size(unit_images(arrays.image[abnormal]), input_size), to_input_size(
+        unit_images(arrays.image[~abnormal]), input_size
+    )
 
 
 def _epoch_batches(count: int, batch_size: int, *, seed: int, rank: int, world: int) -> list[torch.Tensor]:
@@ -261,20 +276,31 @@ def train_loop(config: dict[str, Any]) -> None:
         pick_a, pick_n = (torch.randint(len(domain), (config["batch_size"],), generator=draws) for domain in (abnormal, normal))
         critic_loss = critic_step(nets, opts.critic, abnormal[pick_a].to(device), normal[pick_n].to(device))
     if rank == 0 and config["critic_warmup_steps"]:
-        print(f"[matching-pairs] disease critic warm-up: {config['critic_warmup_steps']} steps, loss {critic_loss:.3f}", flush=True)
+        print(
+            f"[matching-pairs] disease critic warm-up: {config['critic_warmup_steps']} steps, loss {critic_loss:.3f}", flush=True
+        )
 
     for epoch in range(config["epochs"]):
         for net in nets.networks():
             net.train()
         started, sums = time.time(), {}
         # Unpaired: each domain is shuffled with its own permutation, a different one every epoch.
-        batches_a = _epoch_batches(len(abnormal), config["batch_size"], seed=config["seed"] * 7919 + 2 * epoch, rank=rank, world=world)
-        batches_n = _epoch_batches(len(normal), config["batch_size"], seed=config["seed"] * 7919 + 2 * epoch + 1, rank=rank, world=world)
+        batches_a = _epoch_batches(
+            len(abnormal), config["batch_size"], seed=config["seed"] * 7919 + 2 * epoch, rank=rank, world=world
+        )
+        batches_n = _epoch_batches(
+            len(normal), config["batch_size"], seed=config["seed"] * 7919 + 2 * epoch + 1, rank=rank, world=world
+        )
         for index_a, index_n in list(zip(batches_a, batches_n))[:steps]:
             losses = train_step(
-                nets, opts, abnormal[index_a].to(device), normal[index_n].to(device),
-                lambda_cycle=config["lambda_cycle"], lambda_identity=config["lambda_identity"],
-                lambda_disease=config["lambda_disease"], lambda_minimal_change=config["lambda_minimal_change"],
+                nets,
+                opts,
+                abnormal[index_a].to(device),
+                normal[index_n].to(device),
+                lambda_cycle=config["lambda_cycle"],
+                lambda_identity=config["lambda_identity"],
+                lambda_disease=config["lambda_disease"],
+                lambda_minimal_change=config["lambda_minimal_change"],
             )
             for scheduler in schedulers:
                 scheduler.step()
@@ -306,7 +332,7 @@ def train_loop(config: dict[str, Any]) -> None:
 def train_matching_pairs(settings: Settings, config: MatchingPairsTrainConfig) -> ModelVersion:
     """Train on Ray, publish the best checkpoint as the next `matching-pairs` version and return it."""
     read_phantom_manifest(open_store(settings), config.dataset)  # NotFound before Ray starts
-    harness.ensure_ray(settings)
+    ensure_ray(settings)
     loop_config = {**dataclasses.asdict(config), "model": config.model.to_dict()}
     result = harness.fit(
         train_loop,
@@ -362,7 +388,7 @@ def write_pseudo_pairs(
     and store the pseudo-pairs (with the split's normal images) as dataset `name` (default
     "<dataset>-pseudo-pairs"); return its manifest. pseudo_normal = image + `calibrated_change`,
     the baseline being the translator's mean |change| over the split's normal images. The same
-    source and translator reuse what is stored; see `shared.pseudo_pairs` for the format and
+    source and translator reuse what is stored; see `twinray.shared.data.pseudo_pairs` for the format and
     `read_pseudo_pairs` for reading it back."""
     store = settings_or_store if isinstance(settings_or_store, ArtifactStore) else open_store(settings_or_store)
     name = name or f"{dataset}-pseudo-pairs"
@@ -397,9 +423,15 @@ def write_pseudo_pairs(
         name,
         shards(),
         size=size,
-        source={"dataset": dataset, "split": "train", "manifest_sha256": sha256_bytes(store.get_bytes(phantom_manifest_key(dataset)))},
+        source={
+            "dataset": dataset,
+            "split": "train",
+            "manifest_sha256": sha256_bytes(store.get_bytes(phantom_manifest_key(dataset))),
+        },
         translator={
-            "name": MODEL_NAME, "version": loaded.version, "weights_sha256": loaded.manifest["weights_sha256"],
+            "name": MODEL_NAME,
+            "version": loaded.version,
+            "weights_sha256": loaded.manifest["weights_sha256"],
             "calibration": CALIBRATION,
         },
     )

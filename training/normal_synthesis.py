@@ -7,6 +7,7 @@ identity on normals). Every epoch rank 0 measures the twins of the HELD-OUT phan
 true twins (what the phantoms are for: real data has no true twin) and checkpoints into the store;
 the driver publishes the best checkpoint with the segmenter and translator versions it depended on.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,7 +15,6 @@ import json
 import time
 from typing import Any
 
-import numpy as np
 import ray
 import ray.train
 import ray.train.torch
@@ -22,11 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from shared.config import Settings
-from shared.models import normal_synthesis_losses as losses
-from shared.models.cyclegan import PatchDiscriminator, translator_from_weights
-from shared.models.segmenter import AnatomySegmenter, segmenter_from_weights
-from shared.models.spade import (
+from twinray.shared.data.phantoms.dataset import read_phantom_split
+from twinray.shared.data.pseudo_pairs import read_pseudo_pair_manifest, read_pseudo_pairs
+from twinray.shared.evaluation.twin import TwinFunction, batched, evaluate_twin_function, unit_images
+from twinray.shared.models.components import gan_losses as losses
+from twinray.shared.models.components.patchgan import PatchDiscriminator
+from twinray.shared.models.components.twin import to_input_size
+from twinray.shared.models.matching_pairs.network import translator_from_weights
+from twinray.shared.models.normal_synthesis.network import (
     AnatomyConditionedGenerator,
     SpadeConfig,
     anatomy_conditioned_twin,
@@ -34,14 +37,13 @@ from shared.models.spade import (
     resize_labels,
     segment_anatomy,
 )
-from shared.models.twin import to_input_size
-from shared.phantoms.dataset import read_phantom_split
-from shared.pseudo_pairs import read_pseudo_pair_manifest, read_pseudo_pairs
-from shared.registry import ModelRegistry, ModelVersion
-from shared.storage import ArtifactStore, open_store
-from training import harness
-from training.matching_pairs import translator_twin
-from training.twin_evaluation import TwinFunction, batched, evaluate_twin_function, unit_images
+from twinray.shared.models.segmentation.network import AnatomySegmenter, segmenter_from_weights
+from twinray.shared.platform.config import Settings
+from twinray.shared.platform.ray_runtime import ensure_ray
+from twinray.shared.platform.registry import ModelRegistry, ModelVersion
+from twinray.shared.platform.storage import ArtifactStore, open_store
+from twinray.training import harness
+from twinray.training.matching_pairs import translator_twin
 
 MODEL_NAME = "normal-synthesis"
 SEGMENTER_NAME = "segmentation"
@@ -72,7 +74,9 @@ class NormalSynthesisTrainConfig:
     model: SpadeConfig = SpadeConfig()
 
 
-def _training_tensors(store: ArtifactStore, config: dict[str, Any], segmenter: AnatomySegmenter, device: torch.device) -> dict[str, torch.Tensor]:
+def _training_tensors(
+    store: ArtifactStore, config: dict[str, Any], segmenter: AnatomySegmenter, device: torch.device
+) -> dict[str, torch.Tensor]:
     """Pseudo-pairs as tensors, with each image's anatomy labelled once by the frozen segmenter:
     at the segmenter's size (the anatomy-consistency target) and at the generator's (its condition)."""
     pairs = read_pseudo_pairs(store, config["pseudo_pairs"])
@@ -108,7 +112,9 @@ def train_loop(config: dict[str, Any]) -> None:
     loader = ray.train.torch.prepare_data_loader(
         DataLoader(
             TensorDataset(data["abnormal"], data["pseudo_normal_low"], data["anatomy"], data["anatomy_low"]),
-            batch_size=config["batch_size"], shuffle=True, drop_last=True,
+            batch_size=config["batch_size"],
+            shuffle=True,
+            drop_last=True,
         )
     )
     generator = ray.train.torch.prepare_model(AnatomyConditionedGenerator(model_config))
@@ -116,9 +122,7 @@ def train_loop(config: dict[str, Any]) -> None:
     g_opt = torch.optim.Adam(generator.parameters(), lr=config["learning_rate"], betas=(0.5, 0.999))
     d_opt = torch.optim.Adam(discriminator.parameters(), lr=config["learning_rate"], betas=(0.5, 0.999))
     # Annealing matters: at a constant rate the lesion residual overshoots and collapses in turn.
-    schedulers = [
-        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config["epochs"] * len(loader)) for opt in (g_opt, d_opt)
-    ]
+    schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config["epochs"] * len(loader)) for opt in (g_opt, d_opt)]
     normals = torch.Generator().manual_seed(config["seed"] * 1000 + rank)
 
     for epoch in range(config["epochs"]):
@@ -188,7 +192,7 @@ def train_normal_synthesis(settings: Settings, config: NormalSynthesisTrainConfi
     registry = ModelRegistry(store)
     segmentation_version = registry.resolve(SEGMENTER_NAME, config.segmentation_version)
     pairs = read_pseudo_pair_manifest(store, config.pseudo_pairs)
-    harness.ensure_ray(settings)
+    ensure_ray(settings)
     loop_config = {**dataclasses.asdict(config), "model": config.model.to_dict(), "segmentation_version": segmentation_version}
     result = harness.fit(
         train_loop,
@@ -233,10 +237,12 @@ def generator_twin(generator: AnatomyConditionedGenerator, segmenter: AnatomySeg
     return lambda image: anatomy_conditioned_twin(generator.eval(), segmenter, image)
 
 
-def evaluate_published(settings: Settings, *, version: str = "latest", dataset: str = "cxr-phantoms", split: str = "test") -> dict:
+def evaluate_published(
+    settings: Settings, *, version: str = "latest", dataset: str = "cxr-phantoms", split: str = "test"
+) -> dict:
     """`twinray eval normal-synthesis`: a published generator (`anatomy_prior`) beside the CycleGAN
     translator whose pseudo-pairs trained it (`cyclegan`, the baseline it must beat), both scored by
-    `training.twin_evaluation.evaluate_twin_function` on held-out phantoms with the segmenter
+    `twinray.shared.evaluation.twin.evaluate_twin_function` on held-out phantoms with the segmenter
     version the generator was trained with."""
     registry = ModelRegistry(open_store(settings))
     loaded = registry.load(MODEL_NAME, registry.resolve(MODEL_NAME, version))
@@ -250,7 +256,10 @@ def evaluate_published(settings: Settings, *, version: str = "latest", dataset: 
     abnormal = int((arrays.lesion_seed >= 0).sum())
     return {
         "segmentation": {"name": SEGMENTER_NAME, "version": seg.version},
-        "dataset": dataset, "split": split, "abnormal_images": abnormal, "normal_images": len(arrays) - abnormal,
+        "dataset": dataset,
+        "split": split,
+        "abnormal_images": abnormal,
+        "normal_images": len(arrays) - abnormal,
         "cyclegan": {
             "model": {"name": translator.name, "version": translator.version},
             **evaluate_twin_function(translator_twin(baseline, translator.config["input_size"]), arrays, segmenter=segmenter),

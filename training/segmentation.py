@@ -4,6 +4,7 @@ Each worker reads the phantom dataset from the artifact store, trains with Dice 
 (bf16 autocast on GPU), reports loss and validation Dice every epoch (visible on the Ray dashboard),
 and rank 0 checkpoints into the store; the driver publishes the best checkpoint to the registry.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,14 +17,15 @@ import torch
 from monai.losses import DiceCELoss
 from torch.utils.data import DataLoader
 
-from shared.anatomy import ANATOMY_CLASSES
-from shared.config import Settings
-from shared.metrics import per_image_class_dice, summarise_dice
-from shared.models.segmenter import AnatomySegmenter, SegmenterConfig, segmenter_from_weights
-from shared.phantoms.dataset import PhantomSegmentationDataset, read_phantom_manifest, read_phantom_split
-from shared.registry import ModelRegistry, ModelVersion
-from shared.storage import ArtifactStore, open_store
-from training import harness
+from twinray.shared.data.anatomy import ANATOMY_CLASSES
+from twinray.shared.data.phantoms.dataset import PhantomSegmentationDataset, read_phantom_manifest, read_phantom_split
+from twinray.shared.evaluation.metrics import per_image_class_dice, summarise_dice
+from twinray.shared.models.segmentation.network import AnatomySegmenter, SegmenterConfig, segmenter_from_weights
+from twinray.shared.platform.config import Settings
+from twinray.shared.platform.ray_runtime import ensure_ray
+from twinray.shared.platform.registry import ModelRegistry, ModelVersion
+from twinray.shared.platform.storage import ArtifactStore, open_store
+from twinray.training import harness
 
 MODEL_NAME = "segmentation"
 SCORE = "val_mean_dice"
@@ -111,7 +113,7 @@ def train_segmentation(settings: Settings, config: SegmentationTrainConfig) -> M
     The network's input size is the dataset's image size."""
     size = read_phantom_manifest(open_store(settings), config.dataset)["size"]
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, input_size=size))
-    harness.ensure_ray(settings)
+    ensure_ray(settings)
     loop_config = {**dataclasses.asdict(config), "model": config.model.to_dict()}
     result = harness.fit(
         train_loop,
@@ -144,10 +146,18 @@ def train_segmentation(settings: Settings, config: SegmentationTrainConfig) -> M
 def evaluate_split(model: torch.nn.Module, store: ArtifactStore, dataset: str, split: str = "test") -> dict:
     """Dice of `model` on a stored phantom split, with what was measured."""
     images, labels = _as_tensors(PhantomSegmentationDataset(read_phantom_split(store, dataset, split)))
-    return {"dataset": dataset, "split": split, "images": len(images), "image_size": list(images.shape[-2:]), **evaluate_dice(model, images, labels)}
+    return {
+        "dataset": dataset,
+        "split": split,
+        "images": len(images),
+        "image_size": list(images.shape[-2:]),
+        **evaluate_dice(model, images, labels),
+    }
 
 
-def evaluate_published(settings: Settings, *, version: str = "latest", dataset: str = "cxr-phantoms", split: str = "test") -> dict:
+def evaluate_published(
+    settings: Settings, *, version: str = "latest", dataset: str = "cxr-phantoms", split: str = "test"
+) -> dict:
     """Per-class Dice of a published segmenter on a held-out phantom split (`twinray eval segmentation`)."""
     registry = ModelRegistry(open_store(settings))
     loaded = registry.load(MODEL_NAME, registry.resolve(MODEL_NAME, version))

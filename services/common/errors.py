@@ -1,4 +1,5 @@
 """Turn TwinRay errors into gRPC statuses; never let a traceback reach a client."""
+
 from __future__ import annotations
 
 import functools
@@ -8,8 +9,8 @@ from typing import Any, TypeVar
 
 import grpc
 
-from services.common.internal_call import InternalCall
-from shared.errors import TwinRayError
+from twinray.services.common.internal_call import InternalCall
+from twinray.shared.platform.errors import TwinRayError
 
 log = logging.getLogger("twinray.services")
 Response = TypeVar("Response")

@@ -1,13 +1,14 @@
 """From a `twinray.v1.Image` message to a validated `DecodedImage`, whatever its source."""
+
 from __future__ import annotations
 
 import dataclasses
 
 from opentelemetry import trace
 
-from shared.errors import InvalidInput
-from shared.imaging import DecodedImage, ImageLimits, decode_dicom, decode_png, decode_tensor, sniff_and_decode
-from shared.storage import ArtifactStore
+from twinray.shared.platform.errors import InvalidInput
+from twinray.shared.platform.imaging import DecodedImage, ImageLimits, decode_dicom, decode_png, decode_tensor, sniff_and_decode
+from twinray.shared.platform.storage import ArtifactStore
 from twinray.v1 import common_pb2
 
 _DTYPES = {

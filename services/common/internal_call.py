@@ -2,13 +2,14 @@
 
 When one deployment calls another through a Ray Serve handle there is no gRPC context; an
 `InternalCall` stands in for it: it carries the caller's trace metadata, and the callee's errors
-travel back as exceptions (services.common.errors re-raises them) instead of a status code.
+travel back as exceptions (twinray.services.common.errors re-raises them) instead of a status code.
 """
+
 from __future__ import annotations
 
 import dataclasses
 
-from shared.telemetry import metadata_for_current_span
+from twinray.shared.platform.telemetry import metadata_for_current_span
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,7 +17,7 @@ class InternalCall:
     metadata: tuple[tuple[str, str], ...]
 
     @classmethod
-    def from_current_span(cls) -> "InternalCall":
+    def from_current_span(cls) -> InternalCall:
         return cls(tuple(metadata_for_current_span()))
 
     def invocation_metadata(self) -> list[tuple[str, str]]:

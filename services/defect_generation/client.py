@@ -1,11 +1,12 @@
 """Thin Python client of the DefectGeneration service (the request messages are built by the caller)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import grpc
 
-from services.client import routing_metadata
+from twinray.services.common.client import routing_metadata
 from twinray.v1 import defect_generation_pb2 as pb
 from twinray.v1 import defect_generation_pb2_grpc
 

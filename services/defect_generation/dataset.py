@@ -5,8 +5,9 @@ Layout: datasets/<name>/job.json (the job's parameters, the first object written
 datasets/<name>/samples/000123.npz (one sample: a one-image shard of the shared dataset format:
 image and normal uint16 (1,S,S) = value * 65535, mask bool (1,S,S), seed and normal_index int64
 (1,), normal_index -1 for a sampled normal) and datasets/<name>/manifest.json (written LAST, the
-commit point of shared.datasets: split "samples" lists each whole, verified sample with its sha256).
+commit point of twinray.shared.data.dataset_io: split "samples" lists each whole, verified sample with its sha256).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,9 +17,9 @@ import zipfile
 
 import numpy as np
 
-from shared.datasets import derived_seed, load_split, split_entry, validated_manifest
-from shared.errors import IntegrityError, InvalidInput, NotFound
-from shared.storage.base import ArtifactRef, ArtifactStore, sha256_bytes
+from twinray.shared.data.dataset_io import derived_seed, load_split, split_entry, validated_manifest
+from twinray.shared.platform.errors import IntegrityError, InvalidInput, NotFound
+from twinray.shared.platform.storage.base import ArtifactRef, ArtifactStore, sha256_bytes
 
 DATASET_FORMAT = "twinray.generated-defects/1"
 SPLIT = "samples"
@@ -71,8 +72,12 @@ def sample_bytes(image: np.ndarray, mask: np.ndarray, normal: np.ndarray, seed: 
     """One sample (float images in [0, 1], bool mask) as a one-image npz shard."""
     buffer = io.BytesIO()
     np.savez_compressed(
-        buffer, image=to_uint16(image)[None], mask=mask.astype(bool)[None], normal=to_uint16(normal)[None],
-        seed=np.array([seed], np.int64), normal_index=np.array([normal_index], np.int64),
+        buffer,
+        image=to_uint16(image)[None],
+        mask=mask.astype(bool)[None],
+        normal=to_uint16(normal)[None],
+        seed=np.array([seed], np.int64),
+        normal_index=np.array([normal_index], np.int64),
     )
     return buffer.getvalue()
 
@@ -114,7 +119,9 @@ def read_job(store: ArtifactStore, name: str) -> dict | None:
     except ValueError:
         job = None
     if not isinstance(job, dict) or job.get("format") != DATASET_FORMAT or set(job) != set(JOB_KEYS):
-        raise InvalidInput(f"dataset {name!r} has an unreadable job spec {store.uri(job_key(name))}; delete it or choose another name")
+        raise InvalidInput(
+            f"dataset {name!r} has an unreadable job spec {store.uri(job_key(name))}; delete it or choose another name"
+        )
     return job
 
 

@@ -1,4 +1,5 @@
 """Ray Serve deployment of the DefectGeneration service, reached through Serve's gRPC ingress."""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -6,11 +7,11 @@ from typing import Any
 
 from ray import serve
 
-from services.common.errors import grpc_method, grpc_stream_method
-from services.defect_generation.models import ENCODER, MASKS, NORMAL
-from services.defect_generation.servicer import DefectGenerationServicer
-from shared.config import Settings
-from shared.telemetry import configure_tracing
+from twinray.services.common.errors import grpc_method, grpc_stream_method
+from twinray.services.defect_generation.model_cache import ENCODER, MASKS, NORMAL
+from twinray.services.defect_generation.servicer import DefectGenerationServicer
+from twinray.shared.platform.config import Settings
+from twinray.shared.platform.telemetry import configure_tracing
 from twinray.v1 import defect_generation_pb2 as pb
 
 _VERSION_ARGS = {"masks_version": MASKS, "normal_version": NORMAL, "encoder_version": ENCODER}
@@ -39,7 +40,9 @@ class DefectGenerationDeployment:
         return await self.servicer.synthesize(request, grpc_context.invocation_metadata())
 
     @grpc_stream_method
-    async def GenerateDataset(self, request: pb.GenerateDatasetRequest, grpc_context: Any) -> AsyncIterator[pb.GenerateDatasetProgress]:
+    async def GenerateDataset(
+        self, request: pb.GenerateDatasetRequest, grpc_context: Any
+    ) -> AsyncIterator[pb.GenerateDatasetProgress]:
         async for progress in self.servicer.generate_dataset(request, grpc_context.invocation_metadata()):
             yield progress
 

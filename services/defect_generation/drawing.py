@@ -1,5 +1,6 @@
 """One synthetic defect from the published generators: request options checked, a normal image and a
-mask sampled when not given, the defect drawn by approach A or B (shared.defect_synthesis)."""
+mask sampled when not given, the defect drawn by approach A or B (twinray.shared.synthesis.defects)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -7,11 +8,11 @@ import secrets
 
 import numpy as np
 
-from shared.defect_synthesis import DefectGenerators, sample_masks, synthesize_a, synthesize_b
-from shared.errors import FailedPrecondition, InvalidInput
-from shared.imaging import ImageLimits, decode_label_png
-from shared.models.diffusion import DEFAULT_DDIM_STEPS, DiffusionConfig, sample
-from shared.telemetry import model_span
+from twinray.shared.models.components.diffusion import DEFAULT_DDIM_STEPS, DiffusionConfig, sample
+from twinray.shared.platform.errors import FailedPrecondition, InvalidInput
+from twinray.shared.platform.imaging import ImageLimits, decode_label_png
+from twinray.shared.platform.telemetry import model_span
+from twinray.shared.synthesis.defects import DefectGenerators, sample_masks, synthesize_a, synthesize_b
 from twinray.v1 import common_pb2, defect_generation_pb2
 
 MAX_SIDE = 1024  # largest image or mask side the service draws on (CPU time grows with the area)
@@ -27,7 +28,7 @@ class Drawn:
 
 
 def method_of(method: int) -> str:
-    """"A" or "B" from the request's DefectMethod."""
+    """ "A" or "B" from the request's DefectMethod."""
     if method not in METHODS:
         raise InvalidInput("method is unset: choose DEFECT_METHOD_MASK_BLEND (A) or DEFECT_METHOD_CONDITIONED_DDPM (B)")
     return METHODS[method]
@@ -85,7 +86,9 @@ def mask_from_message(mask: common_pb2.Mask, side: int, limits: ImageLimits) -> 
 def sampled_normal(generators: DefectGenerators, seed: int, steps: int) -> np.ndarray:
     """A normal surface (S,S) float32 from the normal-manifold DDPM."""
     config = generators.normal_config
-    with model_span("normal-manifold", generators.versions["normal-manifold"], height=config.image_size, width=config.image_size, batch_size=1):
+    with model_span(
+        "normal-manifold", generators.versions["normal-manifold"], height=config.image_size, width=config.image_size, batch_size=1
+    ):
         return sample(generators.normal_unet, config, 1, steps=steps, sampler="ddim", seed=seed)[0, 0].cpu().numpy()
 
 
@@ -96,7 +99,13 @@ def sampled_masks(generators: DefectGenerators, count: int, side: int, seed: int
 
 
 def draw(
-    generators: DefectGenerators, method: str, seed: int, requested_steps: int, *, normal: np.ndarray | None, mask: np.ndarray | None
+    generators: DefectGenerators,
+    method: str,
+    seed: int,
+    requested_steps: int,
+    *,
+    normal: np.ndarray | None,
+    mask: np.ndarray | None,
 ) -> Drawn:
     """One defect by `method` ("A" or "B") with `seed`; an unset normal image or mask is sampled with it.
     Pixels outside the mask are the normal image's, exactly."""
@@ -117,9 +126,18 @@ def draw(
         appearance = generators.appearances[seed % len(generators.appearances)]
         drawn = synthesize_a(normal[None], mask[None], index, [appearance])
     else:
-        with model_span("normal-manifold", generators.versions["normal-manifold"], height=len(normal), width=len(normal), batch_size=1):
+        with model_span(
+            "normal-manifold", generators.versions["normal-manifold"], height=len(normal), width=len(normal), batch_size=1
+        ):
             drawn = synthesize_b(
-                generators.normal_unet, generators.normal_config, generators.encoder, normal[None], mask[None], index,
-                seed=seed, sampler="ddim", steps=normal_steps,
+                generators.normal_unet,
+                generators.normal_config,
+                generators.encoder,
+                normal[None],
+                mask[None],
+                index,
+                seed=seed,
+                sampler="ddim",
+                steps=normal_steps,
             )
     return Drawn(drawn.image[0], mask, normal.astype(np.float32))

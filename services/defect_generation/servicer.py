@@ -5,6 +5,7 @@ The torch work is synchronous; every RPC runs it in a worker thread (`asyncio.to
 dataset stream never blocks the replica's event loop, and a stream closed by its caller (an
 in-process caller, or Serve when it cancels a request) stops after the sample being drawn.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -13,22 +14,31 @@ from collections.abc import AsyncIterator, Iterable
 
 import numpy as np
 
-from services.common.image_input import decode_image_message
-from services.defect_generation import dataset
-from services.defect_generation.drawing import (
-    check_seed, check_side, ddim_steps, draw, mask_from_message, method_of, sampled_masks, seed_of, square_side,
+from twinray.services.common.image_input import decode_image_message
+from twinray.services.defect_generation import dataset
+from twinray.services.defect_generation.drawing import (
+    check_seed,
+    check_side,
+    ddim_steps,
+    draw,
+    mask_from_message,
+    method_of,
+    sampled_masks,
+    seed_of,
+    square_side,
 )
-from services.defect_generation.models import ENCODER, MASKS, NORMAL, GeneratorCache, Versions, provenance_models
-from shared.config import Settings
-from shared.datasets import check_name, commit_manifest, manifest_key
-from shared.defect_synthesis import DefectGenerators, unit_float
-from shared.errors import InvalidInput
-from shared.imaging import ImageLimits, encode_float01_png16, encode_label_png
-from shared.products.dataset import read_product_manifest, read_product_split
-from shared.storage import open_store
-from shared.storage.base import ArtifactRef, sha256_bytes
-from shared.telemetry import current_trace_id, server_span
-from twinray.v1 import common_pb2, defect_generation_pb2 as pb
+from twinray.services.defect_generation.model_cache import ENCODER, MASKS, NORMAL, GeneratorCache, Versions, provenance_models
+from twinray.shared.data.dataset_io import check_name, commit_manifest, manifest_key
+from twinray.shared.data.products.dataset import read_product_manifest, read_product_split
+from twinray.shared.platform.config import Settings
+from twinray.shared.platform.errors import InvalidInput
+from twinray.shared.platform.imaging import ImageLimits, encode_float01_png16, encode_label_png
+from twinray.shared.platform.storage import open_store
+from twinray.shared.platform.storage.base import ArtifactRef, sha256_bytes
+from twinray.shared.platform.telemetry import current_trace_id, server_span
+from twinray.shared.synthesis.defects import DefectGenerators, unit_float
+from twinray.v1 import common_pb2
+from twinray.v1 import defect_generation_pb2 as pb
 
 MAX_MASKS = 64
 MAX_DATASET = 100_000
@@ -47,7 +57,9 @@ def artifact_message(ref: ArtifactRef) -> common_pb2.ArtifactRef:
 def same_job(stored: dict, spec: dict) -> dict:
     """`spec` when it equals the stored job's; InvalidInput naming what differs (never overwrite a dataset)."""
     if differ := [f"{key} {stored[key]!r} (asked {spec[key]!r})" for key in dataset.JOB_KEYS if stored[key] != spec[key]]:
-        raise InvalidInput(f"dataset {stored['name']!r} exists with other parameters: {', '.join(differ)}; choose another name or delete it")
+        raise InvalidInput(
+            f"dataset {stored['name']!r} exists with other parameters: {', '.join(differ)}; choose another name or delete it"
+        )
     return spec
 
 
@@ -65,7 +77,12 @@ class Job:
 
 class DefectGenerationServicer:
     def __init__(
-        self, settings: Settings, *, masks_version: str = "latest", normal_version: str = "latest", encoder_version: str = "latest"
+        self,
+        settings: Settings,
+        *,
+        masks_version: str = "latest",
+        normal_version: str = "latest",
+        encoder_version: str = "latest",
     ) -> None:
         self.store = open_store(settings)
         self.limits = ImageLimits.from_settings(settings)
@@ -73,7 +90,9 @@ class DefectGenerationServicer:
 
     # --- SampleMasks -------------------------------------------------------------------------------
 
-    async def sample_masks(self, request: pb.SampleMasksRequest, metadata: Iterable[tuple[str, str]] = ()) -> pb.SampleMasksResponse:
+    async def sample_masks(
+        self, request: pb.SampleMasksRequest, metadata: Iterable[tuple[str, str]] = ()
+    ) -> pb.SampleMasksResponse:
         with server_span("twinray.v1.DefectGeneration/SampleMasks", metadata):
             if not 1 <= request.count <= MAX_MASKS:
                 raise InvalidInput(f"count is {request.count}; ask for 1..{MAX_MASKS} masks")
@@ -89,7 +108,9 @@ class DefectGenerationServicer:
         masks = sampled_masks(generators, request.count, request.size or generators.mask_config.image_size, seed, steps)
         return pb.SampleMasksResponse(
             masks=[mask_message(mask) for mask in masks],
-            provenance=common_pb2.Provenance(models=provenance_models(versions, (MASKS,)), seed=seed, trace_id=current_trace_id()),
+            provenance=common_pb2.Provenance(
+                models=provenance_models(versions, (MASKS,)), seed=seed, trace_id=current_trace_id()
+            ),
         )
 
     # --- Synthesize --------------------------------------------------------------------------------
@@ -131,7 +152,7 @@ class DefectGenerationServicer:
         """First message: samples already stored whole; then one per stored sample; last: the manifest."""
         with server_span("twinray.v1.DefectGeneration/GenerateDataset", metadata):
             job = await asyncio.to_thread(self._job, request)
-            name, count, seed = job.spec["name"], job.spec["count"], job.spec["seed"]
+            count, seed = job.spec["count"], job.spec["seed"]
             if job.generators is None:  # finished: the manifest is the answer
                 yield pb.GenerateDatasetProgress(done=count, total=count, provenance=job.provenance(seed))
                 yield await asyncio.to_thread(self._manifest_message, job)
@@ -144,7 +165,9 @@ class DefectGenerationServicer:
                     refs[index] = await asyncio.to_thread(self._store_sample, job, index)
                     done += 1
                     yield pb.GenerateDatasetProgress(
-                        done=done, total=count, sample=artifact_message(refs[index]),
+                        done=done,
+                        total=count,
+                        sample=artifact_message(refs[index]),
                         provenance=job.provenance(dataset.sample_seed(seed, index)),
                     )
             yield await asyncio.to_thread(self._commit, job, refs)
@@ -174,9 +197,15 @@ class DefectGenerationServicer:
             steps = ddim_steps(steps, generators.normal_config, NORMAL)
         steps = ddim_steps(steps, generators.mask_config, MASKS)
         spec = {
-            "format": dataset.DATASET_FORMAT, "name": name, "count": request.count, "method": method,
+            "format": dataset.DATASET_FORMAT,
+            "name": name,
+            "count": request.count,
+            "method": method,
             "seed": request.sampling.seed or (stored["seed"] if stored else seed_of(request.sampling)),
-            "steps": steps, "normal_dataset": request.normal_dataset, "size": size, "models": versions,
+            "steps": steps,
+            "normal_dataset": request.normal_dataset,
+            "size": size,
+            "models": versions,
         }
         if stored is None:
             self.store.put_bytes(dataset.job_key(name), dataset.job_bytes(spec), content_type="application/json")

@@ -1,5 +1,6 @@
 """Ray Serve deployment of the NormalSynthesis service; it asks the Segmentation application for
 anatomy maps through a deployment handle, with the Segmentation protobuf contract."""
+
 from __future__ import annotations
 
 import functools
@@ -7,12 +8,12 @@ from typing import Any
 
 from ray import serve
 
-from services.common.errors import grpc_method
-from services.common.internal_call import InternalCall, remote_cause
-from services.normal_synthesis.servicer import NormalSynthesisServicer
-from shared.config import Settings
-from shared.errors import TwinRayError, Unavailable
-from shared.telemetry import configure_tracing
+from twinray.services.common.errors import grpc_method
+from twinray.services.common.internal_call import InternalCall, remote_cause
+from twinray.services.normal_synthesis.servicer import NormalSynthesisServicer
+from twinray.shared.platform.config import Settings
+from twinray.shared.platform.errors import TwinRayError, Unavailable
+from twinray.shared.platform.telemetry import configure_tracing
 from twinray.v1 import normal_synthesis_pb2, segmentation_pb2
 
 

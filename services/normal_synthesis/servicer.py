@@ -5,6 +5,7 @@ injected async `segment` callable that speaks the Segmentation contract (a Serve
 production, an in-process SegmentationServicer in tests and benchmarks). Unless the request names
 a segmentation version, it asks for the one the normal-synthesis model was trained with.
 """
+
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
@@ -13,18 +14,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from services.common.image_input import decode_image_message
-from services.common.messages import anatomy_label_map
-from services.common.models import ModelCache
-from shared.anatomy import NUM_ANATOMY_CLASSES
-from shared.config import Settings
-from shared.errors import InvalidInput
-from shared.imaging import DecodedImage, ImageLimits, decode_label_png, encode_float01_png16, labels_to_size
-from shared.models.spade import normal_synthesizer_from_weights
-from shared.models.twin import full_resolution_twin
-from shared.registry import ModelRegistry
-from shared.storage import open_store
-from shared.telemetry import current_trace_id, model_span, server_span
+from twinray.services.common.image_input import decode_image_message
+from twinray.services.common.messages import anatomy_label_map
+from twinray.services.common.model_cache import ModelCache
+from twinray.shared.data.anatomy import NUM_ANATOMY_CLASSES
+from twinray.shared.models.components.twin import full_resolution_twin
+from twinray.shared.models.normal_synthesis.network import normal_synthesizer_from_weights
+from twinray.shared.platform.config import Settings
+from twinray.shared.platform.errors import InvalidInput
+from twinray.shared.platform.imaging import DecodedImage, ImageLimits, decode_label_png, encode_float01_png16, labels_to_size
+from twinray.shared.platform.registry import ModelRegistry
+from twinray.shared.platform.storage import open_store
+from twinray.shared.platform.telemetry import current_trace_id, model_span, server_span
 from twinray.v1 import common_pb2, normal_synthesis_pb2, segmentation_pb2
 
 MODEL_NAME = "normal-synthesis"
@@ -35,9 +36,7 @@ def anatomy_from_message(anatomy: common_pb2.LabelMap, image: DecodedImage, limi
     """A caller's anatomy map, checked against the image and the anatomy label set."""
     labels = decode_label_png(anatomy.png, limits)
     if labels.shape != (image.height, image.width):
-        raise InvalidInput(
-            f"anatomy map is {labels.shape[1]}x{labels.shape[0]} but the image is {image.width}x{image.height}"
-        )
+        raise InvalidInput(f"anatomy map is {labels.shape[1]}x{labels.shape[0]} but the image is {image.width}x{image.height}")
     if labels.max() >= NUM_ANATOMY_CLASSES:
         raise InvalidInput(f"anatomy map has label {labels.max()}; the anatomy classes are 0..{NUM_ANATOMY_CLASSES - 1}")
     return labels

@@ -1,14 +1,15 @@
 """Ray Serve deployment of the Segmentation service, reached through Serve's gRPC ingress."""
+
 from __future__ import annotations
 
 from typing import Any
 
 from ray import serve
 
-from shared.config import Settings
-from shared.telemetry import configure_tracing
-from services.common.errors import grpc_method
-from services.segmentation.servicer import SegmentationServicer
+from twinray.services.common.errors import grpc_method
+from twinray.services.segmentation.servicer import SegmentationServicer
+from twinray.shared.platform.config import Settings
+from twinray.shared.platform.telemetry import configure_tracing
 from twinray.v1 import segmentation_pb2
 
 

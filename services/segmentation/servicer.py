@@ -2,6 +2,7 @@
 
 The Ray Serve deployment wraps this class; the benchmark and unit tests call it in-process.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -9,16 +10,16 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
-from shared.anatomy import ANATOMY_CLASSES
-from shared.config import Settings
-from shared.imaging import ImageLimits, logits_to_labels, to_model_input
-from shared.models.segmenter import segmenter_from_weights
-from shared.registry import ModelRegistry
-from shared.storage import open_store
-from shared.telemetry import current_trace_id, model_span, server_span
-from services.common.image_input import decode_image_message
-from services.common.messages import anatomy_label_map
-from services.common.models import ModelCache
+from twinray.services.common.image_input import decode_image_message
+from twinray.services.common.messages import anatomy_label_map
+from twinray.services.common.model_cache import ModelCache
+from twinray.shared.data.anatomy import ANATOMY_CLASSES
+from twinray.shared.models.segmentation.network import segmenter_from_weights
+from twinray.shared.platform.config import Settings
+from twinray.shared.platform.imaging import ImageLimits, logits_to_labels, to_model_input
+from twinray.shared.platform.registry import ModelRegistry
+from twinray.shared.platform.storage import open_store
+from twinray.shared.platform.telemetry import current_trace_id, model_span, server_span
 from twinray.v1 import common_pb2, segmentation_pb2
 
 MODEL_NAME = "segmentation"

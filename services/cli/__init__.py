@@ -1,0 +1,1 @@
+"""The `twinray` command-line application: data, train, eval, up, client, demo."""

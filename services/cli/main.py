@@ -1,0 +1,421 @@
+"""`twinray`: the one command for data, training, evaluation, serving and calling TwinRay."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import grpc
+
+from twinray.services import SERVE_CONFIG
+from twinray.shared.platform.config import Settings
+from twinray.shared.platform.errors import TwinRayError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+DATASET = "cxr-phantoms"
+SPLITS = {"train": 320, "val": 32, "test": 64}
+PRODUCTS = "products"
+# Thousands of normal parts, a handful of labelled defects; val splits to choose checkpoints and
+# settings on; many held-out defects to measure on.
+PRODUCT_SPLITS = {
+    "train_normal": 200,
+    "train_defect": 20,
+    "val_normal": 50,
+    "val_defect": 50,
+    "test_normal": 50,
+    "test_defect": 100,
+}
+
+
+def _data_phantoms(args: argparse.Namespace, settings: Settings) -> None:
+    from twinray.shared.data.phantoms.dataset import write_phantom_dataset
+    from twinray.shared.platform.storage import open_store
+
+    store = open_store(settings)
+    splits = {"train": args.train, "val": args.val, "test": args.test}
+    write_phantom_dataset(store, args.name, size=args.size, splits=splits, seed=args.seed)
+    print(f"dataset {args.name!r}: {store.uri(f'datasets/{args.name}/manifest.json')}")
+
+
+def _data_products(args: argparse.Namespace, settings: Settings) -> None:
+    from twinray.shared.data.products.dataset import write_product_dataset
+    from twinray.shared.platform.storage import open_store
+
+    store = open_store(settings)
+    splits = {split: getattr(args, split) for split in PRODUCT_SPLITS}
+    manifest = write_product_dataset(store, args.name, category=args.category, size=args.size, splits=splits, seed=args.seed)
+    counts = ", ".join(f"{entry['count']} {split}" for split, entry in manifest["splits"].items())
+    where = store.uri(f"datasets/{args.name}/manifest.json")
+    print(f"dataset {args.name!r} ({manifest['category']}, {manifest['size']}px; {counts}): {where}")
+
+
+def _train_config(config_class: Callable[..., object], args: argparse.Namespace, **fields: object) -> object:
+    """A training config from the common flags; --epochs, --batch-size and --lr left out keep its defaults."""
+    given = {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr}
+    return config_class(
+        dataset=args.dataset,
+        seed=args.seed,
+        workers=args.workers,
+        use_gpu=args.gpus,
+        **{name: value for name, value in given.items() if value is not None},
+        **fields,
+    )
+
+
+def _train_segmentation(args: argparse.Namespace, settings: Settings) -> None:
+    from twinray.training.segmentation import SegmentationTrainConfig, train_segmentation
+
+    version = train_segmentation(settings, _train_config(SegmentationTrainConfig, args))
+    print(f"published segmentation version {version.version}: {version.manifest_ref.key}")
+
+
+def _train_matching_pairs(args: argparse.Namespace, settings: Settings) -> None:
+    from twinray.training.matching_pairs import MatchingPairsTrainConfig, train_matching_pairs, write_pseudo_pairs
+
+    version = train_matching_pairs(settings, _train_config(MatchingPairsTrainConfig, args))
+    print(f"published matching-pairs version {version.version}: {version.manifest_ref.key}")
+    pairs = write_pseudo_pairs(settings, model_version=version.version, dataset=args.dataset)
+    counts = ", ".join(f"{count} {kind}" for kind, count in pairs["counts"].items())
+    print(f"pseudo-pairs {pairs['name']!r} ({counts}): datasets/{pairs['name']}/")
+
+
+def _train_normal_synthesis(args: argparse.Namespace, settings: Settings) -> None:
+    from twinray.training.normal_synthesis import NormalSynthesisTrainConfig, train_normal_synthesis
+
+    config = _train_config(
+        NormalSynthesisTrainConfig,
+        args,
+        pseudo_pairs=args.pseudo_pairs or f"{args.dataset}-pseudo-pairs",
+        segmentation_version=args.segmentation_version,
+    )
+    version = train_normal_synthesis(settings, config)
+    print(f"published normal-synthesis version {version.version}: {version.manifest_ref.key}")
+
+
+def _train_ddpm(args: argparse.Namespace, settings: Settings, target: str) -> None:
+    from twinray.training.ddpm import ddpm_config, train_ddpm
+
+    config = _train_config(functools.partial(ddpm_config, target, args.image_size), args, real_count=args.real_count)
+    version = train_ddpm(settings, config)
+    print(f"published {version.name} version {version.version}: {version.manifest_ref.key}")
+
+
+def _train_defect_masks(args: argparse.Namespace, settings: Settings) -> None:
+    _train_ddpm(args, settings, "mask")
+
+
+def _train_normal_manifold(args: argparse.Namespace, settings: Settings) -> None:
+    _train_ddpm(args, settings, "image")
+
+
+def _train_defect_encoder(args: argparse.Namespace, settings: Settings) -> None:
+    from twinray.training.defect_encoder import DefectEncoderTrainConfig, train_defect_encoder
+
+    config = _train_config(
+        DefectEncoderTrainConfig, args, real_count=args.real_count, normal_manifold_version=args.normal_manifold_version
+    )
+    version = train_defect_encoder(settings, config)
+    print(f"published defect-encoder version {version.version}: {version.manifest_ref.key}")
+
+
+def _eval_segmentation(args: argparse.Namespace, settings: Settings) -> None:
+    from twinray.training.segmentation import evaluate_published
+
+    report = evaluate_published(settings, version=args.version, dataset=args.dataset, split=args.split)
+    if args.json:
+        print(json.dumps(report))
+        return
+    print(f"segmentation v{report['model']['version']} on {report['dataset']}/{report['split']} ({report['images']} images)")
+    for name, dice in report["per_class"].items():
+        print(f"  {name:<18} Dice {dice:.4f}")
+    print(f"  {'mean':<18} Dice {report['mean_dice']:.4f}")
+
+
+TWIN_METHODS = ("cyclegan", "anatomy_prior")  # the baseline translator, then the anatomy-conditioned generator
+
+
+def _eval_normal_synthesis(args: argparse.Namespace, settings: Settings) -> None:
+    from twinray.training.normal_synthesis import evaluate_published
+
+    report = evaluate_published(settings, version=args.version, dataset=args.dataset, split=args.split)
+    if args.json:
+        print(json.dumps(report))
+        return
+    print_twin_report(report)
+
+
+def print_twin_report(report: dict) -> None:
+    """`evaluate_published`'s report as a table: one row per metric, one column per method."""
+    seg = report["segmentation"]
+    counts = ", ".join(
+        f"{report[key]} {key.replace('_', ' ')}" for key in ("images", "abnormal_images", "normal_images") if key in report
+    )
+    print(f"healthy twins on {report['dataset']}/{report['split']} ({counts}; anatomy by {seg['name']} v{seg['version']})")
+    columns = {method: report[method] for method in TWIN_METHODS}
+    versions = {method: f"{c['model']['name']} v{c['model']['version']}" for method, c in columns.items()}
+    print(f"  {'':<20}" + "".join(f"{method:>22}" for method in columns))
+    print(f"  {'':<20}" + "".join(f"{version:>22}" for version in versions.values()))
+    metrics = dict.fromkeys(key for c in columns.values() for key in c if key != "model")  # every key, in order
+    for key in metrics:
+        print(f"  {key:<20}" + "".join(f"{c[key]:>22.4f}" if key in c else f"{'-':>22}" for c in columns.values()))
+
+
+def _eval_defect_augmentation(args: argparse.Namespace, settings: Settings) -> None:
+    from twinray.shared.evaluation.defect_augmentation import AugmentationEvalConfig, evaluate_augmentation
+    from twinray.shared.platform.storage import open_store
+    from twinray.shared.synthesis.defects import load_generators
+
+    store = open_store(settings)
+    config = AugmentationEvalConfig(
+        dataset=args.dataset,
+        real_counts=tuple(args.k),
+        synthetic_count=args.synthetic,
+        methods=tuple(args.methods),
+        sample_steps=args.steps,
+        seed=args.seed,
+        repeats=args.repeats,
+        **({"shares": tuple(args.shares)} if args.shares else {}),
+    )
+    generators = load_generators(store, encoder=args.encoder_version).to(args.device)
+    report = evaluate_augmentation(store, config, generators, device=args.device)
+    if args.json:
+        print(json.dumps(report))
+        return
+    print(
+        f"defect segmentation on {args.dataset} held-out defects (IoU +- spread over {args.repeats} seed(s) / pixel "
+        "AUROC; gain in IoU vs real only; the batch share chosen on the val splits)"
+    )
+    for row, by_k in report["rows"].items():
+        cells = []
+        for k, scores in by_k.items():
+            gain = report["relative_gain"].get(row, {}).get(k, {}).get("iou")
+            change = f" ({gain:+.0%})" if gain is not None else ""
+            cells.append(
+                f"k={k}: {scores['iou']:.3f} +- {scores['iou_std']:.3f} / {scores['pixel_auroc']:.3f}{change} share {scores['share']:g}"
+            )
+        print(f"  {row:<14} " + "   ".join(cells))
+    for method, by_k in report["realism"].items():
+        print(f"  KID {method:<10} " + "   ".join(f"k={k}: {v['kid_mean']:.3f}" for k, v in by_k.items()))
+
+
+def _up(args: argparse.Namespace, settings: Settings) -> None:
+    from twinray.services.cli.up import deploy
+
+    config = deploy(settings, Path(args.config))
+    names = ", ".join(app["name"] for app in config["applications"])
+    print(f"serving {names} over gRPC on port {settings.grpc_port} (Ctrl-C to stop)", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
+def _client_segment(args: argparse.Namespace, settings: Settings) -> None:
+    from twinray.services.common.client import image_message
+    from twinray.services.segmentation.client import segment
+    from twinray.shared.platform.imaging import decode_label_png, encode_png_u8
+
+    spacing = tuple(args.spacing) if args.spacing else None
+    with grpc.insecure_channel(args.address or f"localhost:{settings.grpc_port}") as channel:
+        response = segment(channel, image_message(Path(args.image), spacing), version=args.version)
+    labels = decode_label_png(response.label_map.png)
+    scale = 255 // max(1, len(response.label_map.classes) - 1)
+    Path(args.out).write_bytes(encode_png_u8(labels * scale) if args.visible else response.label_map.png)
+    models = ", ".join(f"{m.name} v{m.version}" for m in response.provenance.models)
+    print(f"label map {response.label_map.width}x{response.label_map.height} -> {args.out} ({models})")
+    for area in response.areas[1:]:
+        mm2 = f" {area.area_mm2 / 100:.1f} cm^2" if area.spacing_known else ""
+        print(f"  {area.name:<18} {area.pixels:>9} px{mm2}")
+
+
+def _residual_heat_map_png(residual: np.ndarray) -> bytes:
+    """|residual| as an RGB PNG (inferno colour map, brightest = the largest change in the image)."""
+    import io
+
+    import numpy as np
+    from matplotlib import colormaps
+    from PIL import Image
+
+    magnitude = np.abs(residual) / (float(np.abs(residual).max()) or 1.0)
+    rgb = np.round(colormaps["inferno"](magnitude)[..., :3] * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb, mode="RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _client_synthesize(args: argparse.Namespace, settings: Settings) -> None:
+    import numpy as np
+
+    from twinray.services.common.client import image_message
+    from twinray.services.normal_synthesis.client import synthesize
+
+    anatomy = Path(args.anatomy).read_bytes() if args.anatomy else b""
+    with grpc.insecure_channel(args.address or f"localhost:{settings.grpc_port}") as channel:
+        response = synthesize(channel, image_message(Path(args.image)), anatomy_png=anatomy, version=args.version)
+    Path(args.out_twin).write_bytes(response.twin_png)
+    residual = np.frombuffer(response.residual.data, "<f4").reshape(tuple(response.residual.shape))
+    models = ", ".join(f"{m.name} v{m.version}" for m in response.provenance.models)
+    print(f"healthy twin {residual.shape[1]}x{residual.shape[0]} -> {args.out_twin} ({models})")
+    if args.out_residual:
+        out = Path(args.out_residual)
+        if out.suffix.lower() == ".npy":
+            np.save(out, residual)
+        else:
+            out.write_bytes(_residual_heat_map_png(residual))
+        print(f"residual (max |input - twin| {np.abs(residual).max():.4f}) -> {out}")
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> None:
+    from twinray.services.cli.demo import run_demo
+
+    run_demo(settings)
+
+
+def _training_parser(
+    train: argparse._SubParsersAction, name: str, description: str, dataset: str = DATASET
+) -> argparse.ArgumentParser:
+    parser = train.add_parser(name, help=description)
+    parser.add_argument("--dataset", default=dataset)
+    parser.add_argument("--workers", type=int, default=1, help="Ray Train workers")
+    parser.add_argument("--gpus", action="store_true", help="one GPU per worker, bf16 autocast")
+    parser.add_argument("--epochs", type=int, help="default: the model's training config")
+    parser.add_argument("--batch-size", type=int, help="default: the model's training config")
+    parser.add_argument("--lr", type=float, help="default: the model's training config")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _eval_parser(evaluate: argparse._SubParsersAction, name: str, description: str) -> argparse.ArgumentParser:
+    parser = evaluate.add_parser(name, help=description)
+    parser.add_argument("--version", default="latest")
+    parser.add_argument("--dataset", default=DATASET)
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def _client_parser(client: argparse._SubParsersAction, name: str, rpc: str) -> argparse.ArgumentParser:
+    parser = client.add_parser(name, help=f"{rpc} on a PNG or DICOM file")
+    parser.add_argument("image")
+    parser.add_argument("--address", default="", help="host:port (default localhost:$TWINRAY_GRPC_PORT)")
+    parser.add_argument("--version", default="", help="model version (default: the deployed one)")
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="twinray", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="generate datasets").add_subparsers(dest="what", required=True)
+    phantoms = data.add_parser("phantoms", help="CXR phantoms with anatomy, lesions and healthy twins")
+    phantoms.add_argument("--name", default=DATASET)
+    phantoms.add_argument("--size", type=int, default=256)
+    phantoms.add_argument("--seed", type=int, default=0)
+    for split, count in SPLITS.items():
+        phantoms.add_argument(f"--{split}", type=int, default=count, help=f"images in the {split} split")
+    phantoms.set_defaults(func=_data_phantoms)
+    products = data.add_parser("products", help="product surfaces, and real-like defects with exact masks")
+    products.add_argument("--name", default=PRODUCTS)
+    products.add_argument("--category", default="metal", help="brick, grass, gravel, metal, fabric or plastic")
+    products.add_argument("--size", type=int, default=64)
+    products.add_argument("--seed", type=int, default=0)
+    for split, count in PRODUCT_SPLITS.items():
+        products.add_argument(f"--{split.replace('_', '-')}", dest=split, type=int, default=count, help=f"images in {split}")
+    products.set_defaults(func=_data_products)
+
+    train = sub.add_parser("train", help="train a model with Ray Train").add_subparsers(dest="model", required=True)
+    seg = _training_parser(train, "segmentation", "anatomy U-Net")
+    seg.set_defaults(func=_train_segmentation)
+    pairs = _training_parser(train, "matching-pairs", "CycleGAN abnormal<->normal translator, then its pseudo-pairs")
+    pairs.set_defaults(func=_train_matching_pairs)
+    synth = _training_parser(train, "normal-synthesis", "anatomy-conditioned (SPADE) healthy-twin generator")
+    synth.add_argument("--pseudo-pairs", default="", help="pseudo-pair dataset (default: <dataset>-pseudo-pairs)")
+    synth.add_argument("--segmentation-version", default="latest", help="segmenter that labels the anatomy")
+    synth.set_defaults(func=_train_normal_synthesis)
+    for name, description, handler in (
+        ("defect-masks", "approach A: DDPM over the few real defect masks", _train_defect_masks),
+        ("normal-manifold", "approach B: DDPM over normal product surfaces", _train_normal_manifold),
+        ("defect-encoder", "approach B: encoder steering the frozen normal-manifold DDPM to draw defects", _train_defect_encoder),
+    ):
+        defects = _training_parser(train, name, description, dataset=PRODUCTS)
+        defects.add_argument("--real-count", type=int, default=0, help="use only the first N training images (0 = all)")
+        defects.set_defaults(func=handler)
+        if name == "defect-encoder":
+            defects.add_argument("--normal-manifold-version", default="latest", help="the frozen DDPM it steers")
+        else:
+            defects.add_argument("--image-size", type=int, default=0, help="side of the DDPM's images (0 = its default)")
+
+    evaluate = sub.add_parser("eval", help="evaluate a published model").add_subparsers(dest="model", required=True)
+    seg_eval = _eval_parser(evaluate, "segmentation", "per-class Dice on held-out phantoms")
+    seg_eval.set_defaults(func=_eval_segmentation)
+    synth_eval = _eval_parser(evaluate, "normal-synthesis", "twins vs the true twins, beside the CycleGAN baseline")
+    defect_eval = evaluate.add_parser("defect-augmentation", help="defect segmenter: k real vs k real + N synthetic (A, B)")
+    defect_eval.add_argument("--dataset", default="products")
+    defect_eval.add_argument("--k", type=int, nargs="+", default=[5, 20], help="real defects per row")
+    defect_eval.add_argument("--synthetic", type=int, default=100, help="synthetic defects added (N)")
+    defect_eval.add_argument("--methods", nargs="+", choices=["A", "B"], default=["A", "B"])
+    defect_eval.add_argument("--steps", type=int, default=50, help="DDIM steps for sampling")
+    defect_eval.add_argument("--encoder-version", default="latest", help="defect-encoder version ('' = plain RePaint)")
+    defect_eval.add_argument("--seed", type=int, default=0)
+    defect_eval.add_argument(
+        "--shares",
+        type=float,
+        nargs="+",
+        help="candidate batch shares of each row's defect pool, chosen on the val splits (default 0.25 0.5 0.75 0.9)",
+    )
+    defect_eval.add_argument("--repeats", type=int, default=1, help="segmenter seeds per candidate; scores are their mean")
+    defect_eval.add_argument("--device", default="cpu", help="where the generators sample and the segmenters train (cpu, cuda)")
+    defect_eval.add_argument("--json", action="store_true", help="print one JSON object")
+    defect_eval.set_defaults(func=_eval_defect_augmentation)
+    synth_eval.set_defaults(func=_eval_normal_synthesis)
+
+    up = sub.add_parser("up", help="start Ray + Serve and deploy the services")
+    up.add_argument("--config", default=str(SERVE_CONFIG))
+    up.set_defaults(func=_up)
+
+    client = sub.add_parser("client", help="call a running service").add_subparsers(dest="rpc", required=True)
+    seg_client = _client_parser(client, "segment", "Segmentation/Segment")
+    seg_client.add_argument("--out", required=True, help="label map PNG to write")
+    seg_client.add_argument("--visible", action="store_true", help="stretch labels to 0..255 for viewing")
+    seg_client.add_argument("--spacing", type=float, nargs=2, metavar=("ROW_MM", "COL_MM"))
+    seg_client.set_defaults(func=_client_segment)
+
+    synth_client = _client_parser(client, "synthesize", "NormalSynthesis/Synthesize")
+    synth_client.add_argument("--out-twin", required=True, help="healthy twin PNG (16-bit) to write")
+    synth_client.add_argument("--out-residual", default="", help="residual: .npy (float32, input - twin) or a PNG heat map")
+    synth_client.add_argument("--anatomy", default="", help="anatomy label PNG of the image (default: segmented by the service)")
+    synth_client.set_defaults(func=_client_synthesize)
+
+    demo = sub.add_parser("demo", help="phantoms -> train -> serve -> call over gRPC -> figure")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        args.func(args, settings)
+    except TwinRayError as error:
+        print(f"twinray: {error}", file=sys.stderr)
+        return 2
+    except ValueError as error:  # configuration errors from Settings
+        print(f"twinray: {error}", file=sys.stderr)
+        return 2
+    except grpc.RpcError as error:
+        print(f"twinray: {error.code().name}: {error.details()}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

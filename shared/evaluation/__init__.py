@@ -1,0 +1,1 @@
+"""Evaluation protocols and metrics: one report shape for every model (apart from training)."""

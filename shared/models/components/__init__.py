@@ -1,0 +1,1 @@
+"""Pieces several models share: config round-trip, residual head, GAN losses, diffusion."""

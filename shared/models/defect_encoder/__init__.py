@@ -1,0 +1,1 @@
+"""defect-encoder: the conditioning encoder that steers the normal-manifold DDPM."""

@@ -1,0 +1,1 @@
+"""matching-pairs: the CycleGAN translator between abnormal and normal CXRs."""

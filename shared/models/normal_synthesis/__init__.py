@@ -1,0 +1,1 @@
+"""normal-synthesis: the anatomy-conditioned (SPADE) healthy-twin generator."""

@@ -1,0 +1,1 @@
+"""Platform: settings, errors, the artifact store and model registry, telemetry, image codecs."""

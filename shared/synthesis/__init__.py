@@ -1,0 +1,1 @@
+"""Synthesis: drawing defects with exact masks (mask sampling, blending, conditioned inpainting)."""
