@@ -223,7 +223,7 @@ def trained_translator(ray_cluster: None, phantom_dataset: str, twinray_settings
 @pytest.fixture(scope="session")
 def pseudo_pair_dataset(trained_translator, phantom_dataset: str, twinray_settings: Settings) -> str:
     """The translator's pseudo-pairs of the phantoms' train split, under the default name."""
-    from twinray.training.matching_pairs import write_pseudo_pairs
+    from twinray.shared.synthesis.pseudo_pairs import write_pseudo_pairs
 
     manifest = write_pseudo_pairs(
         twinray_settings, model_version=trained_translator.version, dataset=phantom_dataset, progress=False

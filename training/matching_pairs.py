@@ -18,40 +18,34 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import ray
 import ray.train
 import ray.train.torch
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
-from twinray.shared.data.dataset_io import manifest_key as phantom_manifest_key
 from twinray.shared.data.phantoms.dataset import PhantomArrays, read_phantom_manifest, read_phantom_split
-from twinray.shared.data.pseudo_pairs import PseudoPairShard, write_pseudo_pair_dataset
-from twinray.shared.evaluation.twin import TwinFunction, batched, evaluate_twin_function, unit_images
+from twinray.shared.evaluation.twin import evaluate_translator
 from twinray.shared.models.components.gan_losses import lsgan_discriminator_loss, lsgan_generator_loss
 from twinray.shared.models.components.patchgan import PatchDiscriminator
-from twinray.shared.models.components.twin import full_resolution_twin, to_input_size
+from twinray.shared.models.components.twin import to_input_size
 from twinray.shared.models.matching_pairs.network import (
     ResidualTranslator,
     TranslatorConfig,
     disease_logit,
-    translator_from_weights,
 )
 from twinray.shared.platform.config import Settings
+from twinray.shared.platform.imaging import unit_images
 from twinray.shared.platform.ray_runtime import ensure_ray
 from twinray.shared.platform.registry import ModelRegistry, ModelVersion
-from twinray.shared.platform.storage import ArtifactStore, open_store, sha256_bytes
+from twinray.shared.platform.storage import open_store
 from twinray.training import harness
 
 MODEL_NAME = "matching-pairs"
 SCORE = "val_residual_in_lesion"
-CALIBRATION = "soft-threshold by the mean |change| on the split's normal images"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,22 +213,6 @@ def train_step(
     return {**{name: value.item() for name, value in losses.items()}, "d": d_loss, "critic": c_loss}
 
 
-def _to_uint16(images: torch.Tensor) -> np.ndarray:
-    return np.round(images[:, 0].clamp(0, 1).numpy() * 65535.0).astype(np.uint16)
-
-
-def translator_twin(translator: nn.Module, input_size: int) -> TwinFunction:
-    """The translator as a twin function: full-resolution input -> full-resolution translation."""
-    return lambda image: full_resolution_twin(translator.eval(), image, input_size)
-
-
-def evaluate_translator(translator: nn.Module, arrays: PhantomArrays, input_size: int) -> dict[str, float]:
-    """The abnormal -> normal translator against the phantoms' true twins
-    (`twinray.shared.evaluation.twin.evaluate_twin_function`, without the anatomy terms)."""
-    device = next(translator.parameters()).device
-    return evaluate_twin_function(translator_twin(translator, input_size), arrays, device=device)
-
-
 def _domains(arrays: PhantomArrays, input_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The two unpaired domains at the generators' size: abnormal images and normal images (never the twins)."""
     abnormal = arrays.lesion_seed >= 0
@@ -364,74 +342,4 @@ def train_matching_pairs(settings: Settings, config: MatchingPairsTrainConfig) -
             f"{metrics.get('val_l1_to_twin', float('nan')):.4f} (input {metrics.get('val_l1_input_to_twin', float('nan')):.4f}).\n"
             f"Phantoms only: not validated on real radiographs.\n"
         ),
-    )
-
-
-def calibrated_change(change: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
-    """The translator's change on abnormal images (N,1,H,W) soft-thresholded by `baseline` (1,1,H,W):
-    how much it changes HEALTHY images at each pixel on average. What it also does to healthy images
-    is not disease (a translator may, say, darken one lung field in every image); only the excess
-    over that is kept as what removing the disease takes."""
-    return change.sign() * (change.abs() - baseline).clamp_min(0.0)
-
-
-def write_pseudo_pairs(
-    settings_or_store: Settings | ArtifactStore,
-    *,
-    model_version: int | str = "latest",
-    dataset: str = "cxr-phantoms",
-    name: str = "",
-    shard_size: int = 256,
-    progress: bool = True,
-) -> dict:
-    """Translate every abnormal image of `dataset`/train with a published matching-pairs version
-    and store the pseudo-pairs (with the split's normal images) as dataset `name` (default
-    "<dataset>-pseudo-pairs"); return its manifest. pseudo_normal = image + `calibrated_change`,
-    the baseline being the translator's mean |change| over the split's normal images. The same
-    source and translator reuse what is stored; see `twinray.shared.data.pseudo_pairs` for the format and
-    `read_pseudo_pairs` for reading it back."""
-    store = settings_or_store if isinstance(settings_or_store, ArtifactStore) else open_store(settings_or_store)
-    name = name or f"{dataset}-pseudo-pairs"
-    loaded = ModelRegistry(store).load(MODEL_NAME, model_version)
-    translate = translator_twin(translator_from_weights(loaded.config, loaded.weights), loaded.config["input_size"])
-    size = read_phantom_manifest(store, dataset)["size"]
-    cpu = torch.device("cpu")
-
-    def shards() -> Iterator[PseudoPairShard]:  # runs only when the stored dataset cannot be reused
-        arrays = read_phantom_split(store, dataset, "train")
-        healthy = unit_images(arrays.image[arrays.lesion_seed < 0])
-        baseline = (batched(translate, healthy, cpu) - healthy).abs().mean(dim=0, keepdim=True)
-        with tqdm(total=len(arrays), desc=f"pseudo-pairs {name}", unit="img", disable=not progress) as bar:
-            for start in range(0, len(arrays), shard_size):
-                rows = np.arange(start, min(start + shard_size, len(arrays)))
-                abnormal, normal = rows[arrays.lesion_seed[rows] >= 0], rows[arrays.lesion_seed[rows] < 0]
-                image = unit_images(arrays.image[abnormal])
-                pseudo_normal = image + calibrated_change(batched(translate, image, cpu) - image, baseline)
-                bar.update(len(rows))
-                yield PseudoPairShard(
-                    abnormal=arrays.image[abnormal],
-                    pseudo_normal=_to_uint16(pseudo_normal),
-                    abnormal_person_seed=arrays.person_seed[abnormal],
-                    abnormal_index=abnormal,
-                    normal=arrays.image[normal],
-                    normal_person_seed=arrays.person_seed[normal],
-                    normal_index=normal,
-                )
-
-    return write_pseudo_pair_dataset(
-        store,
-        name,
-        shards(),
-        size=size,
-        source={
-            "dataset": dataset,
-            "split": "train",
-            "manifest_sha256": sha256_bytes(store.get_bytes(phantom_manifest_key(dataset))),
-        },
-        translator={
-            "name": MODEL_NAME,
-            "version": loaded.version,
-            "weights_sha256": loaded.manifest["weights_sha256"],
-            "calibration": CALIBRATION,
-        },
     )

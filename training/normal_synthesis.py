@@ -11,7 +11,6 @@ the driver publishes the best checkpoint with the segmenter and translator versi
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from typing import Any
 
@@ -24,26 +23,23 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from twinray.shared.data.phantoms.dataset import read_phantom_split
 from twinray.shared.data.pseudo_pairs import read_pseudo_pair_manifest, read_pseudo_pairs
-from twinray.shared.evaluation.twin import TwinFunction, batched, evaluate_twin_function, unit_images
+from twinray.shared.evaluation.twin import evaluate_twin_function, generator_twin
 from twinray.shared.models.components import gan_losses as losses
 from twinray.shared.models.components.patchgan import PatchDiscriminator
-from twinray.shared.models.components.twin import to_input_size
-from twinray.shared.models.matching_pairs.network import translator_from_weights
+from twinray.shared.models.components.twin import batched, to_input_size
 from twinray.shared.models.normal_synthesis.network import (
     AnatomyConditionedGenerator,
     SpadeConfig,
-    anatomy_conditioned_twin,
-    normal_synthesizer_from_weights,
     resize_labels,
     segment_anatomy,
 )
 from twinray.shared.models.segmentation.network import AnatomySegmenter, segmenter_from_weights
 from twinray.shared.platform.config import Settings
+from twinray.shared.platform.imaging import unit_images
 from twinray.shared.platform.ray_runtime import ensure_ray
 from twinray.shared.platform.registry import ModelRegistry, ModelVersion
 from twinray.shared.platform.storage import ArtifactStore, open_store
 from twinray.training import harness
-from twinray.training.matching_pairs import translator_twin
 
 MODEL_NAME = "normal-synthesis"
 SEGMENTER_NAME = "segmentation"
@@ -230,42 +226,3 @@ def train_normal_synthesis(settings: Settings, config: NormalSynthesisTrainConfi
             f"{metrics.get('val_l1_to_twin', float('nan')):.4f}.\nPhantoms only: not validated on real radiographs.\n"
         ),
     )
-
-
-def generator_twin(generator: AnatomyConditionedGenerator, segmenter: AnatomySegmenter) -> TwinFunction:
-    """The generator as a twin function that segments its input itself (what the service does)."""
-    return lambda image: anatomy_conditioned_twin(generator.eval(), segmenter, image)
-
-
-def evaluate_published(
-    settings: Settings, *, version: str = "latest", dataset: str = "cxr-phantoms", split: str = "test"
-) -> dict:
-    """`twinray eval normal-synthesis`: a published generator (`anatomy_prior`) beside the CycleGAN
-    translator whose pseudo-pairs trained it (`cyclegan`, the baseline it must beat), both scored by
-    `twinray.shared.evaluation.twin.evaluate_twin_function` on held-out phantoms with the segmenter
-    version the generator was trained with."""
-    registry = ModelRegistry(open_store(settings))
-    loaded = registry.load(MODEL_NAME, registry.resolve(MODEL_NAME, version))
-    training = json.loads(registry.read_file(MODEL_NAME, loaded.version, "training.json"))
-    seg = registry.load(SEGMENTER_NAME, training["segmentation"]["version"])
-    segmenter = segmenter_from_weights(seg.config, seg.weights)
-    generator = normal_synthesizer_from_weights(loaded.config, loaded.weights)
-    translator = registry.load(training["matching_pairs"]["name"], training["matching_pairs"]["version"])
-    baseline = translator_from_weights(translator.config, translator.weights)
-    arrays = read_phantom_split(registry.store, dataset, split)
-    abnormal = int((arrays.lesion_seed >= 0).sum())
-    return {
-        "segmentation": {"name": SEGMENTER_NAME, "version": seg.version},
-        "dataset": dataset,
-        "split": split,
-        "abnormal_images": abnormal,
-        "normal_images": len(arrays) - abnormal,
-        "cyclegan": {
-            "model": {"name": translator.name, "version": translator.version},
-            **evaluate_twin_function(translator_twin(baseline, translator.config["input_size"]), arrays, segmenter=segmenter),
-        },
-        "anatomy_prior": {
-            "model": {"name": MODEL_NAME, "version": loaded.version},
-            **evaluate_twin_function(generator_twin(generator, segmenter), arrays, segmenter=segmenter),
-        },
-    }

@@ -19,12 +19,12 @@ from torch.utils.data import DataLoader
 
 from twinray.shared.data.anatomy import ANATOMY_CLASSES
 from twinray.shared.data.phantoms.dataset import PhantomSegmentationDataset, read_phantom_manifest, read_phantom_split
-from twinray.shared.evaluation.metrics import per_image_class_dice, summarise_dice
-from twinray.shared.models.segmentation.network import AnatomySegmenter, SegmenterConfig, segmenter_from_weights
+from twinray.shared.evaluation.segmentation import as_tensors, evaluate_dice
+from twinray.shared.models.segmentation.network import AnatomySegmenter, SegmenterConfig
 from twinray.shared.platform.config import Settings
 from twinray.shared.platform.ray_runtime import ensure_ray
 from twinray.shared.platform.registry import ModelRegistry, ModelVersion
-from twinray.shared.platform.storage import ArtifactStore, open_store
+from twinray.shared.platform.storage import open_store
 from twinray.training import harness
 
 MODEL_NAME = "segmentation"
@@ -43,31 +43,13 @@ class SegmentationTrainConfig:
     model: SegmenterConfig = SegmenterConfig()
 
 
-def evaluate_dice(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 16) -> dict:
-    """Mean and per-class Dice of `model` on images (N,1,S,S) against label maps (N,S,S)."""
-    model.eval()
-    scores = []
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            logits = model(images[start : start + batch_size].to(device))
-            pred = logits.argmax(dim=1).cpu()
-            scores.append(per_image_class_dice(pred, labels[start : start + batch_size], len(ANATOMY_CLASSES)))
-    return summarise_dice(torch.cat(scores), ANATOMY_CLASSES)
-
-
-def _as_tensors(dataset: PhantomSegmentationDataset) -> tuple[torch.Tensor, torch.Tensor]:
-    images, labels = zip(*(dataset[i] for i in range(len(dataset))))
-    return torch.stack(images), torch.stack(labels)
-
-
 def train_loop(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
     torch.set_num_threads(config["threads"])
     torch.manual_seed(config["seed"] + ray.train.get_context().get_world_rank())
     store = open_store(Settings.from_env(config["settings_env"]))
     train_set = PhantomSegmentationDataset(read_phantom_split(store, config["dataset"], "train"))
-    val_images, val_labels = _as_tensors(PhantomSegmentationDataset(read_phantom_split(store, config["dataset"], "val")))
+    val_images, val_labels = as_tensors(PhantomSegmentationDataset(read_phantom_split(store, config["dataset"], "val")))
 
     loader = ray.train.torch.prepare_data_loader(
         DataLoader(train_set, batch_size=config["batch_size"], shuffle=True, drop_last=True)
@@ -141,25 +123,3 @@ def train_segmentation(settings: Settings, config: SegmentationTrainConfig) -> M
             f"at epoch {state['epoch']}.\nPhantoms only: not validated on real radiographs.\n"
         ),
     )
-
-
-def evaluate_split(model: torch.nn.Module, store: ArtifactStore, dataset: str, split: str = "test") -> dict:
-    """Dice of `model` on a stored phantom split, with what was measured."""
-    images, labels = _as_tensors(PhantomSegmentationDataset(read_phantom_split(store, dataset, split)))
-    return {
-        "dataset": dataset,
-        "split": split,
-        "images": len(images),
-        "image_size": list(images.shape[-2:]),
-        **evaluate_dice(model, images, labels),
-    }
-
-
-def evaluate_published(
-    settings: Settings, *, version: str = "latest", dataset: str = "cxr-phantoms", split: str = "test"
-) -> dict:
-    """Per-class Dice of a published segmenter on a held-out phantom split (`twinray eval segmentation`)."""
-    registry = ModelRegistry(open_store(settings))
-    loaded = registry.load(MODEL_NAME, registry.resolve(MODEL_NAME, version))
-    model = segmenter_from_weights(loaded.config, loaded.weights)
-    return {"model": {"name": MODEL_NAME, "version": loaded.version}, **evaluate_split(model, registry.store, dataset, split)}

@@ -15,19 +15,23 @@ import grpc
 import numpy as np
 from tqdm import tqdm
 
+from twinray.services.cli.defaults import DATASET, SPLITS
 from twinray.services.cli.demo_defects import REAL_DEFECTS, defect_galleries, train_defect_models
 from twinray.services.cli.figures import segmentation_figure, twin_figure
-from twinray.services.cli.main import DATASET, SPLITS, print_twin_report
+from twinray.services.cli.reports import print_twin_report
 from twinray.services.cli.up import deploy
 from twinray.services.normal_synthesis.client import synthesize
 from twinray.services.segmentation.client import segment
 from twinray.shared.data.anatomy import ANATOMY_CLASSES
 from twinray.shared.data.phantoms.dataset import PhantomArrays, read_phantom_split, write_phantom_dataset
+from twinray.shared.evaluation.normal_synthesis import evaluate_published as evaluate_normal_synthesis
+from twinray.shared.evaluation.segmentation import evaluate_published as evaluate_segmentation
 from twinray.shared.platform.config import Settings
 from twinray.shared.platform.errors import NotFound
 from twinray.shared.platform.imaging import decode_label_png, decode_png, encode_float01_png16
 from twinray.shared.platform.registry import ModelRegistry
 from twinray.shared.platform.storage import ArtifactStore, open_store
+from twinray.shared.synthesis.pseudo_pairs import write_pseudo_pairs
 from twinray.training import matching_pairs, normal_synthesis, segmentation
 from twinray.v1 import common_pb2
 
@@ -123,7 +127,7 @@ def run_demo(settings: Settings) -> None:
         matching_pairs.MODEL_NAME,
         lambda: matching_pairs.train_matching_pairs(settings, matching_pairs.MatchingPairsTrainConfig(dataset=DATASET)).version,
     )
-    pairs = matching_pairs.write_pseudo_pairs(store, model_version=translator_version, dataset=DATASET)
+    pairs = write_pseudo_pairs(store, model_version=translator_version, dataset=DATASET)
     print(f"      pseudo-pairs {pairs['name']!r}: {pairs['counts']}")
     _step(4, "anatomy-conditioned twin generator (SPADE) on the pseudo-pairs (Ray Train)")
     twin_version = _published_or_trained(
@@ -154,9 +158,9 @@ def run_demo(settings: Settings) -> None:
         defect_figures = defect_galleries(channel, store, out_dir)
 
     _step(10, "evaluating on the whole held-out test split")
-    report = segmentation.evaluate_published(settings, version=str(seg_version), dataset=DATASET)
+    report = evaluate_segmentation(settings, version=str(seg_version), dataset=DATASET)
     print(f"      segmentation: mean Dice {report['mean_dice']:.4f} over {report['images']} images: {report['per_class']}")
-    print_twin_report(normal_synthesis.evaluate_published(settings, version=str(twin_version), dataset=DATASET))
+    print_twin_report(evaluate_normal_synthesis(settings, version=str(twin_version), dataset=DATASET))
     print("\nartifacts:")
     print(f"  dataset   {store.uri(f'datasets/{DATASET}/manifest.json')}")
     for name, version in (

@@ -14,8 +14,8 @@ import grpc
 import numpy as np
 from tqdm import tqdm
 
+from twinray.services.cli.defaults import PRODUCT_SPLITS, PRODUCTS
 from twinray.services.cli.figures import defect_gallery
-from twinray.services.cli.main import PRODUCT_SPLITS, PRODUCTS
 from twinray.services.defect_generation.client import synthesize_defect
 from twinray.shared.data.products.dataset import read_product_split, write_product_dataset
 from twinray.shared.platform.config import Settings

@@ -14,25 +14,13 @@ from typing import TYPE_CHECKING
 import grpc
 
 from twinray.services import SERVE_CONFIG
+from twinray.services.cli.defaults import DATASET, PRODUCT_SPLITS, PRODUCTS, SPLITS
+from twinray.services.cli.reports import print_twin_report
 from twinray.shared.platform.config import Settings
 from twinray.shared.platform.errors import TwinRayError
 
 if TYPE_CHECKING:
     import numpy as np
-
-DATASET = "cxr-phantoms"
-SPLITS = {"train": 320, "val": 32, "test": 64}
-PRODUCTS = "products"
-# Thousands of normal parts, a handful of labelled defects; val splits to choose checkpoints and
-# settings on; many held-out defects to measure on.
-PRODUCT_SPLITS = {
-    "train_normal": 200,
-    "train_defect": 20,
-    "val_normal": 50,
-    "val_defect": 50,
-    "test_normal": 50,
-    "test_defect": 100,
-}
 
 
 def _data_phantoms(args: argparse.Namespace, settings: Settings) -> None:
@@ -78,7 +66,8 @@ def _train_segmentation(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _train_matching_pairs(args: argparse.Namespace, settings: Settings) -> None:
-    from twinray.training.matching_pairs import MatchingPairsTrainConfig, train_matching_pairs, write_pseudo_pairs
+    from twinray.shared.synthesis.pseudo_pairs import write_pseudo_pairs
+    from twinray.training.matching_pairs import MatchingPairsTrainConfig, train_matching_pairs
 
     version = train_matching_pairs(settings, _train_config(MatchingPairsTrainConfig, args))
     print(f"published matching-pairs version {version.version}: {version.manifest_ref.key}")
@@ -127,7 +116,7 @@ def _train_defect_encoder(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _eval_segmentation(args: argparse.Namespace, settings: Settings) -> None:
-    from twinray.training.segmentation import evaluate_published
+    from twinray.shared.evaluation.segmentation import evaluate_published
 
     report = evaluate_published(settings, version=args.version, dataset=args.dataset, split=args.split)
     if args.json:
@@ -139,33 +128,14 @@ def _eval_segmentation(args: argparse.Namespace, settings: Settings) -> None:
     print(f"  {'mean':<18} Dice {report['mean_dice']:.4f}")
 
 
-TWIN_METHODS = ("cyclegan", "anatomy_prior")  # the baseline translator, then the anatomy-conditioned generator
-
-
 def _eval_normal_synthesis(args: argparse.Namespace, settings: Settings) -> None:
-    from twinray.training.normal_synthesis import evaluate_published
+    from twinray.shared.evaluation.normal_synthesis import evaluate_published
 
     report = evaluate_published(settings, version=args.version, dataset=args.dataset, split=args.split)
     if args.json:
         print(json.dumps(report))
         return
     print_twin_report(report)
-
-
-def print_twin_report(report: dict) -> None:
-    """`evaluate_published`'s report as a table: one row per metric, one column per method."""
-    seg = report["segmentation"]
-    counts = ", ".join(
-        f"{report[key]} {key.replace('_', ' ')}" for key in ("images", "abnormal_images", "normal_images") if key in report
-    )
-    print(f"healthy twins on {report['dataset']}/{report['split']} ({counts}; anatomy by {seg['name']} v{seg['version']})")
-    columns = {method: report[method] for method in TWIN_METHODS}
-    versions = {method: f"{c['model']['name']} v{c['model']['version']}" for method, c in columns.items()}
-    print(f"  {'':<20}" + "".join(f"{method:>22}" for method in columns))
-    print(f"  {'':<20}" + "".join(f"{version:>22}" for version in versions.values()))
-    metrics = dict.fromkeys(key for c in columns.values() for key in c if key != "model")  # every key, in order
-    for key in metrics:
-        print(f"  {key:<20}" + "".join(f"{c[key]:>22.4f}" if key in c else f"{'-':>22}" for c in columns.values()))
 
 
 def _eval_defect_augmentation(args: argparse.Namespace, settings: Settings) -> None:

@@ -77,7 +77,7 @@ def read_pseudo_pair_manifest(store: ArtifactStore, name: str) -> dict:
     except NotFound:
         raise NotFound(
             f"no pseudo-pair dataset {name!r}: {store.uri(manifest_key(name))} does not exist "
-            f"(write it with twinray.training.matching_pairs.write_pseudo_pairs)"
+            f"(write it with twinray.shared.synthesis.pseudo_pairs.write_pseudo_pairs)"
         ) from None
     except ValueError as exc:
         raise InvalidInput(f"pseudo-pair dataset {name!r} has an invalid manifest: not JSON ({exc})") from None

@@ -4,28 +4,17 @@ during training (each epoch's checkpoint score) and by `twinray eval normal-synt
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import numpy as np
 import torch
+from torch import nn
 
 from twinray.shared.data.anatomy import ANATOMY_CLASSES
 from twinray.shared.data.phantoms.dataset import PhantomArrays
 from twinray.shared.evaluation.metrics import per_image_class_dice, residual_localisation, summarise_dice, twin_similarity
-from twinray.shared.models.normal_synthesis.network import segment_anatomy
-
-TwinFunction = Callable[[torch.Tensor], torch.Tensor]
-
-
-def unit_images(images: np.ndarray) -> torch.Tensor:
-    """uint16 images (N,H,W) -> float32 (N,1,H,W) in [0, 1]."""
-    return torch.from_numpy(images.astype(np.float32) / 65535.0)[:, None]
-
-
-def batched(fn: TwinFunction, images: torch.Tensor, device: torch.device, batch: int = 16) -> torch.Tensor:
-    """`fn` over `images` in batches on `device`, without gradients; the result on the CPU."""
-    with torch.no_grad():
-        return torch.cat([fn(images[i : i + batch].to(device)).cpu() for i in range(0, len(images), batch)])
+from twinray.shared.models.components.twin import TwinFunction, batched
+from twinray.shared.models.matching_pairs.network import translator_twin
+from twinray.shared.models.normal_synthesis.network import AnatomyConditionedGenerator, anatomy_conditioned_twin, segment_anatomy
+from twinray.shared.models.segmentation.network import AnatomySegmenter
+from twinray.shared.platform.imaging import unit_images
 
 
 def evaluate_twin_function(
@@ -60,3 +49,15 @@ def evaluate_twin_function(
         dice = per_image_class_dice(labels, truth, len(ANATOMY_CLASSES))
         scores["anatomy_dice"] = summarise_dice(dice, ANATOMY_CLASSES)["mean_dice"]
     return scores
+
+
+def evaluate_translator(translator: nn.Module, arrays: PhantomArrays, input_size: int) -> dict[str, float]:
+    """The abnormal -> normal translator against the phantoms' true twins
+    (`twinray.shared.evaluation.twin.evaluate_twin_function`, without the anatomy terms)."""
+    device = next(translator.parameters()).device
+    return evaluate_twin_function(translator_twin(translator, input_size), arrays, device=device)
+
+
+def generator_twin(generator: AnatomyConditionedGenerator, segmenter: AnatomySegmenter) -> TwinFunction:
+    """The generator as a twin function that segments its input itself (what the service does)."""
+    return lambda image: anatomy_conditioned_twin(generator.eval(), segmenter, image)

@@ -36,3 +36,12 @@ def full_resolution_twin(generator: Callable[[torch.Tensor], torch.Tensor], imag
     if change.shape[-2:] != image.shape[-2:]:
         change = F.interpolate(change, size=image.shape[-2:], mode="bilinear", align_corners=False)
     return (image + change).clamp(0.0, 1.0)
+
+
+TwinFunction = Callable[[torch.Tensor], torch.Tensor]
+
+
+def batched(fn: TwinFunction, images: torch.Tensor, device: torch.device, batch: int = 16) -> torch.Tensor:
+    """`fn` over `images` in batches on `device`, without gradients; the result on the CPU."""
+    with torch.no_grad():
+        return torch.cat([fn(images[i : i + batch].to(device)).cpu() for i in range(0, len(images), batch)])

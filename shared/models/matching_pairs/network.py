@@ -21,6 +21,7 @@ from torch import nn
 from twinray.shared.models.components.config import ModelConfig
 from twinray.shared.models.components.patchgan import PatchDiscriminator
 from twinray.shared.models.components.residual_head import ResidualHead
+from twinray.shared.models.components.twin import TwinFunction, full_resolution_twin
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,8 +32,8 @@ class TranslatorConfig(ModelConfig):
     downsamplings: int = 2
     # Sign of the abnormal -> normal change (see twinray.shared.models.components.residual_head): -1 = it may only remove
     # density, and the normal -> abnormal translator gets the opposite sign. The default is the
-    # paper's unconstrained generator: one-signed translators barely moved in our first epochs
-    # (identity change 1e-4 after two epochs, versus lesions found within two unconstrained).
+    # paper's unconstrained generator: one-signed translators barely moved from the identity in their
+    # first epochs (docs/decisions/0006-unconstrained-translator.md).
     residual_sign: int = 0
 
 
@@ -94,9 +95,8 @@ def disease_logit(critic: PatchDiscriminator, images: torch.Tensor) -> torch.Ten
     lesion, a normal image has none. Pooling with log-mean-exp (a soft maximum) lets the critic
     learn that from image labels alone and sends the translator's gradient mostly to the patches
     that still look diseased, where a PatchGAN's plain mean over mostly healthy patches dilutes
-    the lesion signal. A hard maximum learns more slowly (one patch gets all the gradient): on 128
-    px phantoms the critic alone reached 84% held-out accuracy in 400 steps with log-mean-exp and
-    69% with the maximum.
+    the lesion signal. A hard maximum learns more slowly: one patch gets all the gradient
+    (docs/decisions/0007-log-mean-exp-disease-critic.md).
     """
     logits = critic(images).flatten(1)
     return torch.logsumexp(logits, dim=1) - math.log(logits.shape[1])
@@ -112,3 +112,8 @@ def translator_from_weights(config: dict[str, Any], weights: bytes) -> ResidualT
     model = ResidualTranslator(TranslatorConfig.from_dict(config))
     model.load_state_dict(state["abnormal_to_normal"])
     return model.eval()
+
+
+def translator_twin(translator: nn.Module, input_size: int) -> TwinFunction:
+    """The translator as a twin function: full-resolution input -> full-resolution translation."""
+    return lambda image: full_resolution_twin(translator.eval(), image, input_size)

@@ -15,7 +15,14 @@ from twinray.shared.platform.imaging.encode import (
     encode_png_u8,
     encode_png_u16,
 )
-from twinray.shared.platform.imaging.transforms import labels_to_size, logits_to_labels, logits_to_size, to_model_input
+from twinray.shared.platform.imaging.transforms import (
+    labels_to_size,
+    logits_to_labels,
+    logits_to_size,
+    to_model_input,
+    uint16_images,
+    unit_images,
+)
 
 __all__ = [
     "DecodedImage",
@@ -33,4 +40,6 @@ __all__ = [
     "logits_to_size",
     "sniff_and_decode",
     "to_model_input",
+    "uint16_images",
+    "unit_images",
 ]

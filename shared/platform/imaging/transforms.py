@@ -60,3 +60,13 @@ def labels_to_size(labels: torch.Tensor | np.ndarray, height: int, width: int) -
     rows = np.minimum(((np.arange(height) + 0.5) * array.shape[0] / height).astype(np.int64), array.shape[0] - 1)
     cols = np.minimum(((np.arange(width) + 0.5) * array.shape[1] / width).astype(np.int64), array.shape[1] - 1)
     return array[rows[:, None], cols[None, :]]
+
+
+def unit_images(images: np.ndarray) -> torch.Tensor:
+    """uint16 images (N,H,W) -> float32 (N,1,H,W) in [0, 1]."""
+    return torch.from_numpy(images.astype(np.float32) / 65535.0)[:, None]
+
+
+def uint16_images(images: torch.Tensor) -> np.ndarray:
+    """float (N,1,H,W) in [0, 1] (clamped) -> uint16 images (N,H,W): the inverse of `unit_images`."""
+    return np.round(images[:, 0].clamp(0, 1).numpy() * 65535.0).astype(np.uint16)

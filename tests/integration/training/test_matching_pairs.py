@@ -13,20 +13,13 @@ import torch.nn.functional as F
 from twinray.shared.data.phantoms.cxr import render_phantom
 from twinray.shared.data.phantoms.dataset import read_phantom_split
 from twinray.shared.data.pseudo_pairs import read_pseudo_pairs
+from twinray.shared.evaluation.twin import evaluate_translator
 from twinray.shared.models.components.twin import full_resolution_twin, to_input_size
 from twinray.shared.models.matching_pairs.network import TranslatorConfig, disease_logit, translator_from_weights
 from twinray.shared.platform.registry import ModelRegistry
 from twinray.shared.platform.storage import open_store
-from twinray.training.matching_pairs import (
-    CALIBRATION,
-    CycleGAN,
-    Optimisers,
-    calibrated_change,
-    critic_step,
-    evaluate_translator,
-    train_step,
-    write_pseudo_pairs,
-)
+from twinray.shared.synthesis.pseudo_pairs import CALIBRATION, calibrated_change, write_pseudo_pairs
+from twinray.training.matching_pairs import CycleGAN, Optimisers, critic_step, train_step
 
 TINY = TranslatorConfig(input_size=32, channels=4, n_res_blocks=1)
 

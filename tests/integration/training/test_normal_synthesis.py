@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 
+from twinray.shared.evaluation.normal_synthesis import evaluate_published
 from twinray.shared.models.normal_synthesis.network import normal_synthesizer_from_weights
 from twinray.shared.platform.registry import ModelRegistry
 from twinray.shared.platform.storage import open_store
-from twinray.training.normal_synthesis import evaluate_published
 
 pytestmark = pytest.mark.integration
 

@@ -7,10 +7,10 @@ import json
 import pytest
 
 from twinray.services.cli.main import main
+from twinray.shared.evaluation.segmentation import evaluate_published, evaluate_split
 from twinray.shared.models.segmentation.network import AnatomySegmenter, SegmenterConfig
 from twinray.shared.platform.registry import ModelRegistry
 from twinray.shared.platform.storage import open_store
-from twinray.training.segmentation import evaluate_published, evaluate_split
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,10 @@ import types
 
 import pytest
 
-from twinray.services.cli.main import main, print_twin_report
+from twinray.services.cli.main import main
+from twinray.services.cli.reports import print_twin_report
+from twinray.shared.evaluation.normal_synthesis import evaluate_published as evaluate_normal_synthesis
+from twinray.shared.synthesis import pseudo_pairs
 from twinray.training import matching_pairs, normal_synthesis
 
 
@@ -26,7 +29,7 @@ def calls(monkeypatch) -> dict:
     version = types.SimpleNamespace(version=5, manifest_ref=types.SimpleNamespace(key="models/x/5/manifest.json"))
     pairs = {"name": "mine-pseudo-pairs", "counts": {"abnormal": 3, "normal": 4}}
     monkeypatch.setattr(matching_pairs, "train_matching_pairs", record("train_matching_pairs", version))
-    monkeypatch.setattr(matching_pairs, "write_pseudo_pairs", record("write_pseudo_pairs", pairs))
+    monkeypatch.setattr(pseudo_pairs, "write_pseudo_pairs", record("write_pseudo_pairs", pairs))
     monkeypatch.setattr(normal_synthesis, "train_normal_synthesis", record("train_normal_synthesis", version))
     return recorded
 
@@ -83,7 +86,7 @@ def test_eval_normal_synthesis_json_is_the_published_models_report(
     version = str(trained_normal_synthesizer.version)
     assert main(["eval", "normal-synthesis", "--json", "--version", version, "--dataset", phantom_dataset, "--split", "val"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    expected = normal_synthesis.evaluate_published(twinray_settings, version=version, dataset=phantom_dataset, split="val")
+    expected = evaluate_normal_synthesis(twinray_settings, version=version, dataset=phantom_dataset, split="val")
     assert printed == json.loads(json.dumps(expected))
     assert set(printed) >= {"cyclegan", "anatomy_prior"}
 

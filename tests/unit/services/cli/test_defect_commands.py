@@ -8,7 +8,8 @@ import types
 
 import pytest
 
-from twinray.services.cli.main import PRODUCT_SPLITS, build_parser, main
+from twinray.services.cli.defaults import PRODUCT_SPLITS
+from twinray.services.cli.main import build_parser, main
 from twinray.shared.data.products.dataset import read_product_manifest, read_product_split
 from twinray.shared.platform.config import Settings
 from twinray.shared.platform.storage import open_store

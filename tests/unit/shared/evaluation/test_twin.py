@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from twinray.shared.data.phantoms.dataset import read_phantom_split
-from twinray.shared.evaluation.twin import evaluate_twin_function, unit_images
+from twinray.shared.evaluation.twin import evaluate_twin_function
 from twinray.shared.models.segmentation.network import AnatomySegmenter, SegmenterConfig
+from twinray.shared.platform.imaging import unit_images
 from twinray.shared.platform.storage import open_store
 
 
