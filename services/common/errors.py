@@ -43,9 +43,9 @@ def grpc_method(
 def set_status(error: Exception, grpc_context: Any, method_name: str) -> None:
     """Put the status of `error` on the gRPC context: a TwinRayError's own code and message, anything
     else INTERNAL with a generic message (traceback to the logs). Re-raises for an InternalCall."""
+    if isinstance(grpc_context, InternalCall):
+        raise error  # another deployment called: it handles the error
     if isinstance(error, TwinRayError):
-        if isinstance(grpc_context, InternalCall):
-            raise error  # another deployment called: it handles the error
         grpc_context.set_code(status_code(error))
         grpc_context.set_details(str(error))
         return

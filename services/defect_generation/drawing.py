@@ -123,7 +123,7 @@ def draw(
         mask = sampled_masks(generators, 1, normal.shape[0], seed, mask_steps)[0]
     index = np.zeros(1, np.int64)
     if method == "A":
-        appearance = generators.appearances[seed % len(generators.appearances)]
+        appearance = generators.appearances[seed % len(generators.appearances)]  # the seed also picks the real defect
         drawn = synthesize_a(normal[None], mask[None], index, [appearance])
     else:
         with model_span(

@@ -38,7 +38,7 @@ def shard_key(name: str, split: str, index: int) -> str:
 def derived_seed(seed: int, split: str, kind: str, index: int) -> int:
     """A 63-bit seed for `kind` (e.g. "person", "lesion", "surface") of image `index` in `split`."""
     digest = hashlib.sha256(f"{seed}/{split}/{kind}/{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
+    return int.from_bytes(digest[:8], "big") >> 1  # 63 bits: fits the int64 seed arrays of every shard
 
 
 def check_name(name: object) -> str:

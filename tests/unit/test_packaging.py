@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -17,8 +18,12 @@ FOLDERS = {
 
 
 def test_the_wheel_installs_only_twinray_with_every_package_and_the_serve_config(tmp_path: Path):
+    source = tmp_path / "source"  # a copy, so no build/ folder is left in (or reused from) the checkout
+    shutil.copytree(
+        ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", ".twinray", "build", "*.egg-info", "__pycache__")
+    )
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(source)],
         check=True,
         cwd=tmp_path,
     )

@@ -168,6 +168,7 @@ def _shard_bytes(phantoms: list) -> bytes:
 
 def _split_plan(seed: int, split: str, count: int, abnormal_fraction: float) -> list[tuple[int, int | None]]:
     """(person_seed, lesion_seed or None) per image: exactly round(fraction * count) abnormal ones."""
+    # Index 0: one permutation per split, not a draw per image.
     order = np.random.Generator(np.random.PCG64(derived_seed(seed, split, "abnormal", 0))).permutation(count)
     abnormal = order < round(abnormal_fraction * count)
     return [

@@ -44,7 +44,7 @@ def check_seed(seed: object, what: str) -> int:
 @functools.lru_cache(maxsize=len(TEXTURE_CATEGORIES))
 def _texture(category: str) -> np.ndarray:
     """The bundled 512 x 512 texture as float32 in [0, 1] (read once per process)."""
-    from skimage import data  # importing skimage.data costs ~0.3 s: only when a texture is asked for
+    from skimage import data  # slow to import (docs/decisions/0008-lazy-skimage-textures.md): only when needed
 
     pixels = getattr(data, category)()
     return (pixels.astype(np.float32) / 255.0).copy()

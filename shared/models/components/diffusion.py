@@ -42,9 +42,8 @@ class DiffusionConfig(ModelConfig):
     beta_schedule: str = "linear"  # Ho et al.'s; "squaredcos_cap_v2" is Nichol & Dhariwal's cosine
     # What the network predicts: "v_prediction" (v = sqrt(abar) eps - sqrt(1 - abar) x_0, Salimans &
     # Ho 2022) or Ho et al.'s "epsilon". With epsilon, x_0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar)
-    # multiplies every error by up to 1/sqrt(abar) ~ 100 at high noise: a mask DDPM trained for 500
-    # steps on 5 masks drew salt-and-pepper masks over 20% of the image (real: 1.4%). With v, the
-    # same run draws defect-like blobs and strokes (0.7%).
+    # multiplies every error by up to 1/sqrt(abar) ~ 100 at high noise, and mask DDPMs drew
+    # salt-and-pepper noise instead of shapes (docs/decisions/0001-ddpm-predicts-v.md).
     prediction: str = "v_prediction"
 
     def validate(self) -> None:
@@ -62,10 +61,9 @@ class DiffusionConfig(ModelConfig):
 
 
 # The UNet of each DDPM TwinRay trains (twinray.training.ddpm picks them; the benchmarks time them). Masks are
-# simple shapes: a narrower UNet learns them as well, 4x faster on a CPU; but at the products' own
-# 64 px, since halving them lost 25-55% of each thin scratch or crack (a 1 px line covers half of
-# each 2x2 block), and the synthetic defects taught less: the downstream proof's val IoU with A,
-# k = 5, 5 seeds, synthesis seeds 0/1: 0.423/0.424 at 32 px, 0.441/0.453 at 64 px.
+# simple shapes: a narrower UNet learns them as well, and faster (docs/decisions/0002-narrow-mask-unet.md);
+# but at the products' own 64 px, since at half that a 1 px scratch or crack covers half of each 2x2
+# block and is partly lost (docs/decisions/0003-mask-ddpm-at-64px.md).
 ARCHITECTURES: dict[str, DiffusionConfig] = {
     "mask": DiffusionConfig(image_size=64, channels=(16, 32, 32)),
     "image": DiffusionConfig(image_size=32, channels=(32, 64, 64)),
@@ -113,9 +111,8 @@ def make_scheduler(config: DiffusionConfig, sampler: Sampler = "ddpm", steps: in
         if not 1 <= steps <= config.train_timesteps:
             raise ValueError(f"DDIM steps must be in [1, {config.train_timesteps}], got {steps}")
         # The default "leading" spacing, t = i * (T // steps): the only one whose timesteps match the
-        # step's own t - T // steps arithmetic for every step count ("trailing", which would start at
-        # T-1, gave 30 timesteps ending at t = -1 for 29 steps of 50 in diffusers 0.42). It starts at
-        # (steps-1) * (T // steps): for 10+ steps of the linear 1000, alpha-bar < 3e-4 there (pure noise).
+        # step's own t - T // steps arithmetic for every step count (docs/decisions/0004-ddim-leading-spacing.md).
+        # It starts at (steps-1) * (T // steps): for 10+ steps of the linear 1000, alpha-bar < 3e-4 there (pure noise).
         scheduler = DDIMScheduler(**schedule)
         scheduler.set_timesteps(steps)
     else:

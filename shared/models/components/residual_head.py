@@ -4,8 +4,8 @@ the input, optionally one-signed.
 Removing a consolidation only lowers density (a lesion is bright on a radiograph) and adding one
 only raises it, so the abnormal -> normal direction may use sign -1 and normal -> abnormal sign +1:
 r = sign * tanh(softplus(conv)). Softplus rather than ReLU because the identity losses push most
-pixels to r = 0, where a ReLU's gradient vanishes for good (we saw every pixel die within an
-epoch). The weights start at zero (and the bias at -8 when one-signed, |r| = 3e-4), so an
+pixels to r = 0, where a ReLU's gradient vanishes for good (docs/decisions/0005-softplus-residual-head.md).
+The weights start at zero (and the bias at -8 when one-signed, |r| = 3e-4), so an
 untrained generator is the identity and training only learns what to change.
 """
 

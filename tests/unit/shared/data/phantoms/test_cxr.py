@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+
 import numpy as np
 import pytest
 
 from twinray.shared.data import anatomy as A
-from twinray.shared.data.phantoms import MAX_LESIONS, render_phantom
+from twinray.shared.data.phantoms import MAX_LESIONS, cxr, render_phantom
 from twinray.shared.platform.errors import InvalidInput
 
 SEEDS = range(12)
@@ -142,3 +146,58 @@ def test_any_size_renders_the_same_person(size: int) -> None:
 def test_bad_arguments_are_invalid_input(kwargs: dict) -> None:
     with pytest.raises(InvalidInput):
         render_phantom(**{"person_seed": 1, **kwargs})
+
+
+# Pinned on the code before PersonParameters replaced the parameter dict (commit c439cc2): a seed must
+# keep its person, its disease and its bytes, or every stored dataset silently changes. The float32
+# images go through numpy's SIMD exp/log/sin/cos, whose last bits differ between kernel targets, so
+# their pin is per target; parameters, labels, masks and boxes agreed on both targets measured
+# (docs/decisions/0009-phantom-render-pins-per-simd-kernel.md).
+GOLDEN_CASES = [(0, 96, None, None), (3, 128, 2, None), (7, 96, 3, None), (11, 200, 1011, 2), (4, 64, 21, 3), (5, 128, 9, 0)]
+PARAMETERS_SHA256 = "e7c160a76af4d806d694c282b6943287abcd9206bcaa2a8e467c6f37687484a1"
+LABELS_SHA256 = "4bfce8484d25b20c67c6c2b07c58d1b7d9c126c054035c650c6886f20d798c94"
+RENDER_SHA256 = {  # by the kernel numpy dispatches float32 exp to
+    "X86_V3": "b549c3543b0e344f25afb151117c0f1024f926bce8120b50f872291cd0cf331b",
+    "baseline(X86_V2)": "e99d07aa25ed3d3f7a403c73b535ec5b5fbdc2f6816b7629887f1e12434beb0f",
+}
+
+
+def _render_digest(fields: tuple[str, ...]) -> str:
+    digest = hashlib.sha256()
+    for person_seed, size, lesion_seed, lesion_count in GOLDEN_CASES:
+        phantom = render_phantom(person_seed, size, lesion_seed=lesion_seed, lesion_count=lesion_count)
+        for field in fields:
+            array = np.ascontiguousarray(getattr(phantom, field))
+            digest.update(f"{field}{array.dtype}{array.shape}".encode())
+            digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _exp_kernel() -> str:
+    try:
+        from numpy.lib.introspect import opt_func_info
+    except ImportError:  # numpy < 2
+        return "unknown"
+    return opt_func_info(func_name="^exp$", signature="float32")["exp"]["ff"]["current"]
+
+
+def test_parameters_are_the_pinned_draws() -> None:
+    def as_old_dict(p: cxr.PersonParameters) -> dict[str, float]:  # the dict the renderer used to draw
+        flat = dataclasses.asdict(p)
+        right, left = flat.pop("right"), flat.pop("left")
+        return {**flat, **{f"{k}_r": v for k, v in right.items()}, **{f"{k}_l": v for k, v in left.items()}}
+
+    drawn = [as_old_dict(cxr._person(seed).params) for seed in range(20)]
+    assert len(drawn[0]) == 66 and all(type(v) is float for v in drawn[0].values())  # float32 maths stays float32
+    assert hashlib.sha256(json.dumps(drawn, sort_keys=True).encode()).hexdigest() == PARAMETERS_SHA256
+
+
+def test_labels_masks_and_boxes_are_the_pinned_bytes() -> None:
+    assert _render_digest(("anatomy", "lesion_mask", "boxes")) == LABELS_SHA256
+
+
+def test_rendered_arrays_are_the_pinned_bytes() -> None:
+    kernel = _exp_kernel()
+    if kernel not in RENDER_SHA256:
+        pytest.skip(f"no pin for numpy's float32 exp kernel {kernel!r} (pinned: {sorted(RENDER_SHA256)})")
+    assert _render_digest(("image", "twin", "anatomy", "lesion_mask", "boxes")) == RENDER_SHA256[kernel]
