@@ -19,6 +19,7 @@ import numpy as np
 
 from twinray.shared.data.dataset_io import derived_seed, load_split, split_entry, validated_manifest
 from twinray.shared.platform.errors import IntegrityError, InvalidInput, NotFound
+from twinray.shared.platform.imaging.unit_range import to_uint16
 from twinray.shared.platform.storage.base import ArtifactRef, ArtifactStore, sha256_bytes
 
 DATASET_FORMAT = "twinray.generated-defects/1"
@@ -63,13 +64,10 @@ def normal_pick(seed: int, available: int) -> int:
     return int(np.random.default_rng(seed).integers(available))
 
 
-def to_uint16(image: np.ndarray) -> np.ndarray:
-    """Float [0, 1] -> uint16 (value * 65535, rounded): exact for images that came from uint16."""
-    return np.rint(np.clip(np.asarray(image, np.float64), 0.0, 1.0) * 65535.0).astype(np.uint16)  # as encode_float01_png16
-
-
 def sample_bytes(image: np.ndarray, mask: np.ndarray, normal: np.ndarray, seed: int, normal_index: int) -> bytes:
-    """One sample (float images in [0, 1], bool mask) as a one-image npz shard."""
+    """One sample (float images in [0, 1], bool mask) as a one-image npz shard; uint16 computed in
+    float64, as encode_float01_png16 does, so the stored and the streamed PNG pixels agree."""
+    image, normal = np.asarray(image, np.float64), np.asarray(normal, np.float64)
     buffer = io.BytesIO()
     np.savez_compressed(
         buffer,

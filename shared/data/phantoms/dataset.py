@@ -33,6 +33,7 @@ from twinray.shared.data.dataset_io import (
 )
 from twinray.shared.data.phantoms.cxr import FIELD_OF_VIEW_MM, GENERATOR_VERSION, MAX_LESIONS, MAX_SIZE, MIN_SIZE, render_phantom
 from twinray.shared.platform.errors import InvalidInput
+from twinray.shared.platform.imaging.unit_range import to_uint16, to_unit
 from twinray.shared.platform.storage.base import ArtifactStore
 
 DATASET_FORMAT = "twinray.cxr-phantoms/1"
@@ -98,7 +99,7 @@ class PhantomSegmentationDataset(torch.utils.data.Dataset):
         return len(self.arrays)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = torch.from_numpy(self.arrays.image[index].astype(np.float32) / 65535.0)
+        image = torch.from_numpy(to_unit(self.arrays.image[index]))
         return image[None], torch.from_numpy(self.arrays.anatomy[index].astype(np.int64))
 
 
@@ -152,8 +153,8 @@ def _shard_bytes(phantoms: list) -> bytes:
     for i, phantom in enumerate(phantoms):
         boxes[i, : len(phantom.boxes)] = phantom.boxes
     arrays = {
-        "image": np.stack([np.round(ph.image * 65535.0).astype(np.uint16) for ph in phantoms]),
-        "twin": np.stack([np.round(ph.twin * 65535.0).astype(np.uint16) for ph in phantoms]),
+        "image": np.stack([to_uint16(ph.image) for ph in phantoms]),
+        "twin": np.stack([to_uint16(ph.twin) for ph in phantoms]),
         "anatomy": np.stack([ph.anatomy for ph in phantoms]),
         "lesion_mask": np.stack([ph.lesion_mask for ph in phantoms]),
         "boxes": boxes,

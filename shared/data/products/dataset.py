@@ -40,6 +40,7 @@ from twinray.shared.data.dataset_io import (
 from twinray.shared.data.products.defects import DEFECT_KINDS, DEFECT_VERSION, MIN_CHANGE, check_kind, render_defect
 from twinray.shared.data.products.surfaces import SURFACE_VERSION, check_category, check_size, render_surface
 from twinray.shared.platform.errors import InvalidInput
+from twinray.shared.platform.imaging.unit_range import to_uint16, to_unit
 from twinray.shared.platform.storage.base import ArtifactStore
 
 DATASET_FORMAT = "twinray.product-defects/1"
@@ -68,7 +69,7 @@ class ProductArrays:
 
     def float_image(self, index: int) -> np.ndarray:
         """Image `index` as float32 in [0, 1]."""
-        return self.image[index].astype(np.float32) / 65535.0
+        return to_unit(self.image[index])
 
     def defect_rows(self, count: int = 0) -> np.ndarray:
         """Indices of the images that hold a defect, the first `count` of them (0 = all): how every
@@ -146,7 +147,7 @@ def _shard_bytes(category: str, size: int, plan: list[tuple[int, str | None, int
     images, masks = [], []
     for surface_seed, kind, defect_seed in plan:
         image, mask = render_sample(category, size, surface_seed, kind, defect_seed)
-        images.append(np.round(image * 65535.0).astype(np.uint16))
+        images.append(to_uint16(image))
         masks.append(mask)
         bar.update()
     arrays = {

@@ -24,6 +24,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing, get_decoder
 
 from twinray.shared.platform.errors import InvalidInput, ResourceExhausted, TwinRayError
+from twinray.shared.platform.imaging.unit_range import to_unit
 
 if TYPE_CHECKING:
     from twinray.shared.platform.config import Settings
@@ -110,7 +111,7 @@ def decode_png(data: bytes, limits: ImageLimits = ImageLimits()) -> DecodedImage
     """Decode an 8- or 16-bit PNG; palette, RGB and alpha images become luminance (alpha is ignored)."""
     image = open_png(data, limits)
     if image.mode in _PNG_16_BIT_MODES:
-        pixels, bits = np.asarray(image, dtype=np.float32) / 65535.0, 16
+        pixels, bits = to_unit(np.asarray(image)), 16
     else:
         pixels, bits = np.asarray(image.convert("L"), dtype=np.float32) / 255.0, 8
     return DecodedImage(pixels=pixels, spacing_mm=None, bits_stored=bits, source="png")

@@ -15,6 +15,7 @@ from PIL import Image
 
 from twinray.shared.platform.errors import InvalidInput
 from twinray.shared.platform.imaging.decode import ImageLimits, open_png
+from twinray.shared.platform.imaging.unit_range import to_uint16
 
 
 def encode_png_u8(array: np.ndarray) -> bytes:
@@ -48,7 +49,7 @@ def encode_float01_png16(image: np.ndarray) -> bytes:
         raise ValueError("image contains NaN or infinite values")
     if image.size and (image.min() < -1e-4 or image.max() > 1 + 1e-4):
         raise ValueError(f"image values must lie in [0, 1], got {image.min():.4g} to {image.max():.4g}")
-    return encode_png_u16(np.rint(np.clip(image, 0.0, 1.0) * 65535).astype(np.uint16))
+    return encode_png_u16(to_uint16(image))
 
 
 def decode_label_png(data: bytes, limits: ImageLimits = ImageLimits()) -> np.ndarray:

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from twinray.shared.platform.imaging.unit_range import to_uint16, to_unit
+
 
 def to_model_input(image: np.ndarray, size: int) -> torch.Tensor:
     """H x W image in [0, 1] -> 1 x 1 x size x size float32, bilinear with antialiasing."""
@@ -64,9 +66,9 @@ def labels_to_size(labels: torch.Tensor | np.ndarray, height: int, width: int) -
 
 def unit_images(images: np.ndarray) -> torch.Tensor:
     """uint16 images (N,H,W) -> float32 (N,1,H,W) in [0, 1]."""
-    return torch.from_numpy(images.astype(np.float32) / 65535.0)[:, None]
+    return torch.from_numpy(to_unit(images))[:, None]
 
 
 def uint16_images(images: torch.Tensor) -> np.ndarray:
     """float (N,1,H,W) in [0, 1] (clamped) -> uint16 images (N,H,W): the inverse of `unit_images`."""
-    return np.round(images[:, 0].clamp(0, 1).numpy() * 65535.0).astype(np.uint16)
+    return to_uint16(images[:, 0].numpy())
