@@ -1,10 +1,11 @@
-"""Defect generation speed: samples per second of the mask DDPM (approach A) and of the conditioned
-DDPM (approach B: the frozen normal-manifold UNet steered by the defect encoder, inpainting inside a
-mask) at 64 and 128 px, DDPM-1000 versus DDIM-50, approach A's blending for contrast, and a
-GenerateDataset job (approach B) over Ray Serve gRPC versus the same servicer in-process.
+"""Defect generation speed: samples per second of the mask DDPM (of `mask_blend`, approach A of the
+original work) and of the conditioned DDPM (`conditioned_ddpm`, approach B: the frozen normal-manifold
+UNet steered by the defect encoder, inpainting inside a mask) at 64 and 128 px, DDPM-1000 versus
+DDIM-50, mask_blend's blending for contrast, and a GenerateDataset job (conditioned_ddpm) over Ray
+Serve gRPC versus the same servicer in-process.
 
 Every cell runs the project's own samplers (`twinray.shared.models.components.diffusion.sample`,
-`twinray.shared.models.defect_encoder.network.inpaint_defect`, `twinray.shared.synthesis.defects.synthesize_a`) on the
+`twinray.shared.models.defect_encoder.network.inpaint_defect`, `twinray.shared.synthesis.defects.synthesize_mask_blend`) on the
 production architectures (`twinray.shared.models.components.diffusion.ARCHITECTURES`, default `DefectEncoderConfig`) at the
 benchmark's image size, with untrained weights: speed does not depend on them. The ratio of each
 pair is measured in the same run. DDPM runs `--ddpm-steps` of its reverse steps and is scaled to all
@@ -37,15 +38,15 @@ from twinray.shared.data.products.defects import DEFECT_KINDS
 from twinray.shared.models.components.diffusion import ARCHITECTURES, DiffusionConfig, Sampler, build_unet, sample
 from twinray.shared.models.defect_encoder.network import DefectEncoder, DefectEncoderConfig, inpaint_defect
 from twinray.shared.platform.storage import open_store
-from twinray.shared.synthesis.defects import real_appearances, synthesize_a
+from twinray.shared.synthesis.defects import real_appearances, synthesize_mask_blend
 
 CATEGORY = "metal"
 DEFAULT_BATCH = {64: 4, 128: 2}  # small: DDPM on 2 CPU cores
 MODELS = {
-    "mask": "mask DDPM (A)",
-    "conditioned": "conditioned DDPM (B)",
-    "blend": "blending (A)",
-    "job": "GenerateDataset job (B)",
+    "mask": "mask DDPM (mask_blend)",
+    "conditioned": "conditioned DDPM (conditioned_ddpm)",
+    "blend": "blending (mask_blend)",
+    "job": "GenerateDataset job (conditioned_ddpm)",
 }
 NORMALS = "bench-normals"  # the product dataset whose normal surfaces the dataset jobs draw on
 TIMESTEPS = ARCHITECTURES["mask"].train_timesteps  # both DDPMs train with the same schedule
@@ -61,7 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--ddpm-steps", type=int, default=0, help="DDPM reverse steps timed, scaled to all 1000 (0: all on cuda, 100 on cpu)"
     )
-    parser.add_argument("--blend-samples", type=int, default=32, help="defects blended for approach A's cost")
+    parser.add_argument("--blend-samples", type=int, default=32, help="defects blended for mask_blend's cost")
     parser.add_argument(
         "--threads",
         type=int,
@@ -141,7 +142,7 @@ def schedule(config: DiffusionConfig, sampler: Sampler, args: argparse.Namespace
 
 
 def sampling_speed(args: argparse.Namespace, size: int) -> dict[str, dict[str, Any]]:
-    """Mask DDPM and conditioned DDPM at `size`, each with DDPM and DDIM; approach A's blending."""
+    """Mask DDPM and conditioned DDPM at `size`, each with DDPM and DDIM; mask_blend's blending."""
     device, batch = args.device, args.batch or DEFAULT_BATCH.get(size, 2)
     mask_config, image_config = (dataclasses.replace(ARCHITECTURES[target], image_size=size) for target in ("mask", "image"))
     torch.manual_seed(0)
@@ -171,7 +172,7 @@ def sampling_speed(args: argparse.Namespace, size: int) -> dict[str, dict[str, A
     count = args.blend_samples
     picks = np.arange(count) % batch
     results["blend/-"] = {
-        **timed(lambda: synthesize_a(normals, masks[picks], picks, appearances), count, device),
+        **timed(lambda: synthesize_mask_blend(normals, masks[picks], picks, appearances), count, device),
         "steps_timed": 0,
     }
     return results
@@ -203,7 +204,7 @@ def publish_generators(size: int) -> dict[str, int]:
 
 
 def job_request(name: str, count: int, steps: int) -> Any:
-    """Approach B drawing on the benchmark's normal surfaces, DDIM with `steps` (a GenerateDatasetRequest)."""
+    """conditioned_ddpm drawing on the benchmark's normal surfaces, DDIM with `steps` (a GenerateDatasetRequest)."""
     from twinray.v1 import defect_generation_pb2 as pb
 
     return pb.GenerateDatasetRequest(
@@ -325,7 +326,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     service = {
         "size": args.service_size,
         "samples_per_job": args.service_samples,
-        "method": "B",
+        "method": "conditioned_ddpm",
         "replicas": 1,
         "normals": f"{NORMALS}/train_normal (8 {CATEGORY} surfaces)",
         "models_on": "cpu (the servicer loads them there)",

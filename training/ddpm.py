@@ -13,14 +13,12 @@ images at fixed noise, and a few samples are drawn at the end so the model card 
 from __future__ import annotations
 
 import dataclasses
-import os
+import functools
 import time
 from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
-import ray
-import ray.train
 import ray.train.torch
 import torch
 import torch.nn.functional as F
@@ -38,15 +36,15 @@ from twinray.shared.models.components.diffusion import (
     sample,
 )
 from twinray.shared.platform.config import Settings
-from twinray.shared.platform.ray_runtime import ensure_ray
-from twinray.shared.platform.registry import ModelRegistry, ModelVersion
-from twinray.shared.platform.storage import open_store
+from twinray.shared.platform.registry import ModelVersion
+from twinray.shared.platform.storage import ArtifactStore
 from twinray.training import harness
+from twinray.training.config import TrainConfig
 
 Target = Literal["mask", "image"]
 MODEL_NAMES: dict[str, str] = {"mask": "defect-masks", "image": "normal-manifold"}
 # What each DDPM trains on and with, unless told otherwise. Masks train twice the steps at twice the
-# rate (v-prediction, 5 masks: 500 steps drew mostly empty masks, 1000 defect-like ones).
+# rate, or they draw mostly empty masks (docs/decisions/0107-mask-ddpm-training-budget.md).
 TARGET_DEFAULTS: dict[str, dict[str, Any]] = {
     "mask": {
         "train_split": "train_defect",
@@ -65,7 +63,7 @@ SCORE = "val_score"  # minus the held-out DDPM loss: higher is better, like ever
 
 
 @dataclasses.dataclass(frozen=True)
-class DiffusionRun:
+class DiffusionRun(TrainConfig):
     """What every diffusion trainer of defect generation shares: data, budget, schedule, scale."""
 
     dataset: str = "products"
@@ -148,32 +146,30 @@ def held_out_loss(unet: torch.nn.Module, config: DiffusionConfig, images: torch.
     return float(np.mean(losses))
 
 
-def train_loop(config: dict[str, Any]) -> None:
+def train_loop(loop_config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
-    torch.set_num_threads(min(config["threads"], os.cpu_count() or 1))
-    context = ray.train.get_context()
-    rank = context.get_world_rank()
-    torch.manual_seed(config["seed"])  # same initial weights on every rank
-    store = open_store(Settings.from_env(config["settings_env"]))
-    model_config = DiffusionConfig.from_dict(config["model"])
-    size, target = model_config.image_size, config["target"]
-    data = training_images(
-        read_product_split(store, config["dataset"], config["train_split"]), target, size, config["real_count"]
+    worker = harness.worker_context(loop_config, DdpmTrainConfig)
+    config, device = worker.config, worker.device
+    torch.manual_seed(config.seed)  # same initial weights on every rank
+    size, target = config.model.image_size, config.target
+    data = training_images(read_product_split(worker.store, config.dataset, config.train_split), target, size, config.real_count)
+    val = (
+        training_images(read_product_split(worker.store, config.dataset, config.val_split), target, size)
+        if worker.is_rank0
+        else None
     )
-    val = training_images(read_product_split(store, config["dataset"], config["val_split"]), target, size) if rank == 0 else None
 
-    device = ray.train.torch.get_device()
-    unet = ray.train.torch.prepare_model(build_unet(model_config))
+    unet = ray.train.torch.prepare_model(build_unet(config.model))
     ema = torch.optim.swa_utils.AveragedModel(
-        harness.unwrap(unet), multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config["ema_decay"])
+        harness.unwrap(unet), multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema_decay)
     )
-    optimiser = torch.optim.AdamW(unet.parameters(), lr=config["learning_rate"])
-    total = config["epochs"] * config["steps_per_epoch"]
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config["learning_rate"], total_steps=total, pct_start=0.1)
-    scheduler = make_scheduler(model_config)
-    draws = torch.Generator().manual_seed(config["seed"] * 1000 + rank)
+    optimiser = torch.optim.AdamW(unet.parameters(), lr=config.learning_rate)
+    total = config.epochs * config.steps_per_epoch
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.learning_rate, total_steps=total, pct_start=0.1)
+    scheduler = make_scheduler(config.model)
+    draws = torch.Generator().manual_seed(config.seed * 1000 + worker.rank)
 
-    for epoch in range(config["epochs"]):
+    for epoch in range(config.epochs):
         unet.train()
         started = time.time()
         train_loss = ema_steps(
@@ -181,9 +177,9 @@ def train_loop(config: dict[str, Any]) -> None:
             ema,
             optimiser,
             schedule,
-            config["steps_per_epoch"],
+            config.steps_per_epoch,
             device,
-            lambda: ddpm_loss(unet, scheduler, augmented_batch(data, config["batch_size"], draws).to(device), draws),
+            lambda: ddpm_loss(unet, scheduler, augmented_batch(data, config.batch_size, draws).to(device), draws),
         )
         metrics: dict[str, Any] = {
             "epoch": epoch + 1,
@@ -191,61 +187,77 @@ def train_loop(config: dict[str, Any]) -> None:
             "epoch_seconds": time.time() - started,
             "training_images": len(data),
         }
-        if rank == 0:
-            metrics["val_loss"] = held_out_loss(ema.module.eval(), model_config, val, device)
+        if worker.is_rank0:
+            metrics["val_loss"] = held_out_loss(ema.module.eval(), config.model, val, device)
             metrics[SCORE] = -metrics["val_loss"]
             print(
-                f"[{MODEL_NAMES[target]}] epoch {epoch + 1}/{config['epochs']} loss {metrics['train_loss']:.4f} "
+                f"[{MODEL_NAMES[target]}] epoch {epoch + 1}/{config.epochs} loss {metrics['train_loss']:.4f} "
                 f"held-out loss (EMA) {metrics['val_loss']:.4f} ({metrics['epoch_seconds']:.0f}s, {len(data)} {target}s)",
                 flush=True,
             )
-        harness.save_checkpoint({"model": ema.module.state_dict(), "epoch": epoch + 1}, metrics)
+        harness.save_checkpoint(ema.module.state_dict(), epoch + 1, metrics)
 
 
-def _sample_summary(state: dict[str, torch.Tensor], model_config: DiffusionConfig, target: Target) -> dict[str, float]:
+def prepare(target: Target, store: ArtifactStore, config: DdpmTrainConfig) -> harness.Prepared[DdpmTrainConfig]:
+    """The config must train `target` with a valid UNet, on a dataset that exists (before Ray starts)."""
+    if config.target != target:
+        raise ValueError(f"{MODEL_NAMES[target]} trains target {target!r}, got {config.target!r}")
+    config.model.validate()
+    read_product_manifest(store, config.dataset)
+    return harness.Prepared(config)
+
+
+def sample_summary(store: ArtifactStore, config: DdpmTrainConfig, weights: dict[str, torch.Tensor]) -> dict[str, float]:
     """What 8 DDIM-50 samples of the published weights look like, for the card and the metrics."""
-    unet = build_unet(model_config)
-    unet.load_state_dict(state)
-    samples = sample(unet.eval(), model_config, 8, steps=50, sampler="ddim", seed=0)
-    if target == "mask":
+    unet = build_unet(config.model)
+    unet.load_state_dict(weights)
+    samples = sample(unet.eval(), config.model, 8, steps=50, sampler="ddim", seed=0)
+    if config.target == "mask":
         masks = binarise(samples)
         return {"sample_nonempty_fraction": float(nonempty(masks).float().mean()), "sample_mean_area": float(masks.mean())}
     return {"sample_mean": float(samples.mean()), "sample_std": float(samples.std())}
 
 
+def card(run: harness.Trained[DdpmTrainConfig]) -> str:
+    """What the published DDPM learnt from, and what its samples look like."""
+    config, metrics = run.config, run.metrics
+    return (
+        f"# {MODEL_NAMES[config.target]}\n\nUnconditional DDPM (Ho et al. 2020; diffusers UNet2DModel, channels "
+        f"{list(config.model.channels)}, {config.model.image_size}px, {config.model.train_timesteps} steps, "
+        f"{config.model.beta_schedule} betas) over the {config.target}s of `{config.dataset}`/{config.train_split}"
+        f" ({metrics.get('training_images', '?')} images, 8-fold flip/turn augmentation), EMA {config.ema_decay}.\n"
+        f"Best epoch {run.best_epoch} of {config.epochs} by held-out DDPM loss on `{config.val_split}`: "
+        f"{metrics.get('val_loss', float('nan')):.4f}. 8 DDIM-50 samples: {run.summary}.\n"
+    )
+
+
+REAL_COUNT = harness.Flag("--real-count", 0, "use only the first N training images (0 = all)")
+
+
+def _spec(target: Target, description: str) -> harness.TrainSpec[DdpmTrainConfig]:
+    """Both DDPMs train with the same loop; the target picks the images, the defaults and the name."""
+    return harness.TrainSpec(
+        name=MODEL_NAMES[target],
+        help=description,
+        config_class=DdpmTrainConfig,
+        score=SCORE,
+        loop=train_loop,
+        prepare=functools.partial(prepare, target),
+        card=card,
+        summary=sample_summary,
+        configure=functools.partial(ddpm_config, target),
+        flags=(REAL_COUNT, harness.Flag("--image-size", 0, "side of the DDPM's images (0 = its default)")),
+    )
+
+
+SPECS: dict[str, harness.TrainSpec[DdpmTrainConfig]] = {
+    "mask": _spec("mask", "approach A: DDPM over the few real defect masks"),
+    "image": _spec("image", "approach B: DDPM over normal product surfaces"),
+}
+
+
 def train_ddpm(settings: Settings, config: DdpmTrainConfig) -> ModelVersion:
-    """Train on Ray, publish the best checkpoint as the next version of `MODEL_NAMES[target]`."""
-    if config.target not in MODEL_NAMES:
+    """Train on Ray and publish the best checkpoint as the next version of `MODEL_NAMES[config.target]`."""
+    if config.target not in SPECS:
         raise ValueError(f"target must be 'mask' or 'image', got {config.target!r}")
-    config.model.validate()
-    read_product_manifest(open_store(settings), config.dataset)  # NotFound before Ray starts
-    ensure_ray(settings)
-    name = MODEL_NAMES[config.target]
-    loop_config = {**dataclasses.asdict(config), "model": config.model.to_dict()}
-    result = harness.fit(
-        train_loop,
-        loop_config=loop_config,
-        settings=settings,
-        run_name=f"{name}-{int(time.time())}",
-        workers=config.workers,
-        use_gpu=config.use_gpu,
-        score_metric=SCORE,
-    )
-    state, metrics = harness.best_state(result, SCORE)
-    summary = _sample_summary(state["model"], config.model, config.target)
-    return harness.publish(
-        ModelRegistry(open_store(settings)),
-        name,
-        state_dict=state["model"],
-        config=config.model.to_dict(),
-        metrics={**{k: v for k, v in metrics.items() if isinstance(v, (int, float))}, **summary},
-        training={**loop_config, "best_epoch": state["epoch"], "ray_run": result.path},
-        card=(
-            f"# {name}\n\nUnconditional DDPM (Ho et al. 2020; diffusers UNet2DModel, channels "
-            f"{list(config.model.channels)}, {config.model.image_size}px, {config.model.train_timesteps} steps, "
-            f"{config.model.beta_schedule} betas) over the {config.target}s of `{config.dataset}`/{config.train_split}"
-            f" ({metrics.get('training_images', '?')} images, 8-fold flip/turn augmentation), EMA {config.ema_decay}.\n"
-            f"Best epoch {state['epoch']} of {config.epochs} by held-out DDPM loss on `{config.val_split}`: "
-            f"{metrics.get('val_loss', float('nan')):.4f}. 8 DDIM-50 samples: {summary}.\n"
-        ),
-    )
+    return harness.train_and_publish(SPECS[config.target], settings, config)

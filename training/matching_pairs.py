@@ -16,12 +16,9 @@ dict}, both `ResidualTranslator`s of the published `TranslatorConfig`;
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from typing import Any
 
-import ray
-import ray.train
 import ray.train.torch
 import torch
 import torch.nn.functional as F
@@ -39,17 +36,17 @@ from twinray.shared.models.matching_pairs.network import (
 )
 from twinray.shared.platform.config import Settings
 from twinray.shared.platform.imaging import unit_images
-from twinray.shared.platform.ray_runtime import ensure_ray
-from twinray.shared.platform.registry import ModelRegistry, ModelVersion
-from twinray.shared.platform.storage import open_store
+from twinray.shared.platform.registry import ModelVersion
+from twinray.shared.platform.storage import ArtifactStore
 from twinray.training import harness
+from twinray.training.config import TrainConfig
 
 MODEL_NAME = "matching-pairs"
 SCORE = "val_residual_in_lesion"
 
 
 @dataclasses.dataclass(frozen=True)
-class MatchingPairsTrainConfig:
+class MatchingPairsTrainConfig(TrainConfig):
     dataset: str = "cxr-phantoms"
     epochs: int = 8
     batch_size: int = 4
@@ -62,7 +59,7 @@ class MatchingPairsTrainConfig:
     lambda_minimal_change: float = 1.0
     discriminator_channels: int = 16
     critic_learning_rate: float = 1e-3
-    critic_warmup_steps: int = 400  # critic-only steps before the translators start (~15 s on one core)
+    critic_warmup_steps: int = 400  # critic-only steps before the translators start (docs/decisions/0101-critic-warm-up.md)
     seed: int = 0
     workers: int = 1
     use_gpu: bool = False
@@ -124,9 +121,8 @@ def _diseased(nets: CycleGAN, images: torch.Tensor, label: float) -> torch.Tenso
 
 def critic_step(nets: CycleGAN, opt: torch.optim.Optimizer, abnormal: torch.Tensor, normal: torch.Tensor) -> float:
     """One update of the disease critic on REAL images only: abnormal -> 1, normal -> 0. These are
-    the image labels the unpaired sets already carry; no lesion mask or twin is read. (Also
-    labelling translations G(abnormal) as diseased, GAN-style, made the translator's global
-    changes worse in our CPU runs: identity change 0.07 vs 0.03.)"""
+    the image labels the unpaired sets already carry; no lesion mask or twin is read. (Translations
+    are not labelled diseased, GAN-style: docs/decisions/0102-critic-on-real-images-only.md.)"""
     with harness.autocast(abnormal.device):
         loss = 0.5 * (_diseased(nets, abnormal, 1.0) + _diseased(nets, normal, 0.0))
     opt.zero_grad(set_to_none=True)  # also drops what the generator step left on the critic
@@ -170,14 +166,12 @@ def train_step(
 
     The generators' loss is CycleGAN's (LSGAN adversarial + cycle + identity) plus the disease
     critic's verdict (G(abnormal) must look lesion-free, F(normal) diseased) and a minimal-change
-    term, mean |G(a) - a|: the twin is the same patient. With a PatchGAN alone the translator found
-    the lesions after ~13 epochs on our CPU phantom runs, when it found them at all; with the
-    critic, within 2-3 (its soft-max pooled verdict sends the gradient to the patches that still
-    look diseased). A critic trained on real images only can be fooled in other ways than by
-    removing the lesion (we saw whole lung regions darkened); the PatchGANs, the cycle, identity
-    and minimal-change terms hold that back, not always enough (see the model card's scores). A
-    one-signed translator with a strong minimal-change weight (5) learnt to "remove" lesions with
-    thin black streaks instead, so the default is the paper's unconstrained generator.
+    term, mean |G(a) - a|: the twin is the same patient. The critic's soft-max pooled verdict sends
+    the gradient to the patches that still look diseased, so the translator finds the lesions far
+    sooner than with a PatchGAN alone (docs/decisions/0103-disease-critic-guides-the-translator.md).
+    A critic trained on real images only can be fooled in other ways than by removing the lesion;
+    the PatchGANs, the cycle, identity and minimal-change terms hold that back, not always enough
+    (see the model card's scores; docs/decisions/0104-minimal-change-weight.md).
     """
     G, F_, D_n, D_a = nets.to_normal, nets.to_abnormal, nets.judge_normal, nets.judge_abnormal
     with harness.autocast(abnormal.device):
@@ -227,47 +221,39 @@ def _epoch_batches(count: int, batch_size: int, *, seed: int, rank: int, world: 
     return list(order[rank::world].split(batch_size))
 
 
-def train_loop(config: dict[str, Any]) -> None:
+def train_loop(loop_config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
-    torch.set_num_threads(min(config["threads"], os.cpu_count() or 1))  # more threads than cores stall torch
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    torch.manual_seed(config["seed"])  # same initial weights on every rank (DDP broadcasts them anyway)
-    store = open_store(Settings.from_env(config["settings_env"]))
-    model_config = TranslatorConfig.from_dict(config["model"])
-    abnormal, normal = _domains(read_phantom_split(store, config["dataset"], "train"), model_config.input_size)
-    val = read_phantom_split(store, config["dataset"], "val") if rank == 0 else None
+    worker = harness.worker_context(loop_config, MatchingPairsTrainConfig)
+    config, device, rank, world = worker.config, worker.device, worker.rank, worker.world_size
+    torch.manual_seed(config.seed)  # same initial weights on every rank (DDP broadcasts them anyway)
+    abnormal, normal = _domains(read_phantom_split(worker.store, config.dataset, "train"), config.model.input_size)
+    val = read_phantom_split(worker.store, config.dataset, "val") if worker.is_rank0 else None
 
-    device = ray.train.torch.get_device()
-    built = CycleGAN.build(model_config, config["discriminator_channels"])
+    built = CycleGAN.build(config.model, config.discriminator_channels)
     nets = CycleGAN(*(ray.train.torch.prepare_model(net) for net in built.networks()))
-    opts = Optimisers.build(nets, config["learning_rate"], config["critic_learning_rate"])
-    steps = min(len(abnormal), len(normal)) // (config["batch_size"] * world)
+    opts = Optimisers.build(nets, config.learning_rate, config.critic_learning_rate)
+    steps = min(len(abnormal), len(normal)) // (config.batch_size * world)
     # Constant learning rate for the first half, then linear decay to zero (the paper's schedule).
-    half = config["epochs"] * steps / 2
-    decay = lambda step: min(1.0, (config["epochs"] * steps - step) / max(half, 1))  # noqa: E731
+    half = config.epochs * steps / 2
+    decay = lambda step: min(1.0, (config.epochs * steps - step) / max(half, 1))  # noqa: E731
     schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, decay) for opt in (opts.generators, opts.discriminators)]
 
     # The critic first learns which real images are diseased, so its first verdicts mean something.
-    draws = torch.Generator().manual_seed(config["seed"] * 7919 + rank)
-    for _ in range(config["critic_warmup_steps"]):
-        pick_a, pick_n = (torch.randint(len(domain), (config["batch_size"],), generator=draws) for domain in (abnormal, normal))
+    draws = torch.Generator().manual_seed(config.seed * 7919 + rank)
+    for _ in range(config.critic_warmup_steps):
+        pick_a, pick_n = (torch.randint(len(domain), (config.batch_size,), generator=draws) for domain in (abnormal, normal))
         critic_loss = critic_step(nets, opts.critic, abnormal[pick_a].to(device), normal[pick_n].to(device))
-    if rank == 0 and config["critic_warmup_steps"]:
-        print(
-            f"[matching-pairs] disease critic warm-up: {config['critic_warmup_steps']} steps, loss {critic_loss:.3f}", flush=True
-        )
+    if worker.is_rank0 and config.critic_warmup_steps:
+        print(f"[matching-pairs] disease critic warm-up: {config.critic_warmup_steps} steps, loss {critic_loss:.3f}", flush=True)
 
-    for epoch in range(config["epochs"]):
+    for epoch in range(config.epochs):
         for net in nets.networks():
             net.train()
         started, sums = time.time(), {}
         # Unpaired: each domain is shuffled with its own permutation, a different one every epoch.
-        batches_a = _epoch_batches(
-            len(abnormal), config["batch_size"], seed=config["seed"] * 7919 + 2 * epoch, rank=rank, world=world
-        )
+        batches_a = _epoch_batches(len(abnormal), config.batch_size, seed=config.seed * 7919 + 2 * epoch, rank=rank, world=world)
         batches_n = _epoch_batches(
-            len(normal), config["batch_size"], seed=config["seed"] * 7919 + 2 * epoch + 1, rank=rank, world=world
+            len(normal), config.batch_size, seed=config.seed * 7919 + 2 * epoch + 1, rank=rank, world=world
         )
         for index_a, index_n in list(zip(batches_a, batches_n))[:steps]:
             losses = train_step(
@@ -275,10 +261,10 @@ def train_loop(config: dict[str, Any]) -> None:
                 opts,
                 abnormal[index_a].to(device),
                 normal[index_n].to(device),
-                lambda_cycle=config["lambda_cycle"],
-                lambda_identity=config["lambda_identity"],
-                lambda_disease=config["lambda_disease"],
-                lambda_minimal_change=config["lambda_minimal_change"],
+                lambda_cycle=config.lambda_cycle,
+                lambda_identity=config.lambda_identity,
+                lambda_disease=config.lambda_disease,
+                lambda_minimal_change=config.lambda_minimal_change,
             )
             for scheduler in schedulers:
                 scheduler.step()
@@ -287,11 +273,11 @@ def train_loop(config: dict[str, Any]) -> None:
         metrics = {"epoch": epoch + 1, **{f"train_{k}_loss": v / max(steps, 1) for k, v in sums.items()}}
         metrics["epoch_seconds"] = time.time() - started
         metrics["step_seconds"] = metrics["epoch_seconds"] / max(steps, 1)
-        if rank == 0:
-            scores = evaluate_translator(harness.unwrap(nets.to_normal), val, model_config.input_size)
+        if worker.is_rank0:
+            scores = evaluate_translator(harness.unwrap(nets.to_normal), val, config.model.input_size)
             metrics.update({f"val_{k}": v for k, v in scores.items()})
             print(
-                f"[matching-pairs] epoch {epoch + 1}/{config['epochs']} G {metrics['train_g_loss']:.3f} "
+                f"[matching-pairs] epoch {epoch + 1}/{config.epochs} G {metrics['train_g_loss']:.3f} "
                 f"(cycle {metrics['train_cycle_loss']:.4f}, identity {metrics['train_identity_loss']:.4f}) "
                 f"disease {metrics['train_disease_loss']:.3f} D {metrics['train_d_loss']:.3f} critic "
                 f"{metrics['train_critic_loss']:.3f} | val residual in lesion {scores['residual_in_lesion']:.3f} "
@@ -299,47 +285,48 @@ def train_loop(config: dict[str, Any]) -> None:
                 f"(input {scores['l1_input_to_twin']:.4f}) ({metrics['epoch_seconds']:.0f}s, {metrics['step_seconds']:.2f}s/step)",
                 flush=True,
             )
-        state = {
+        weights = {
             "abnormal_to_normal": harness.unwrap(nets.to_normal).state_dict(),
             "normal_to_abnormal": harness.unwrap(nets.to_abnormal).state_dict(),
-            "epoch": epoch + 1,
         }
-        harness.save_checkpoint(state, metrics)
+        harness.save_checkpoint(weights, epoch + 1, metrics)
+
+
+def prepare(store: ArtifactStore, config: MatchingPairsTrainConfig) -> harness.Prepared[MatchingPairsTrainConfig]:
+    """The dataset must exist (NotFound before Ray starts)."""
+    read_phantom_manifest(store, config.dataset)
+    return harness.Prepared(config)
+
+
+def card(run: harness.Trained[MatchingPairsTrainConfig]) -> str:
+    """What the published translator is and how well it found the lesions it was never shown."""
+    config, metrics = run.config, run.metrics
+    return (
+        f"# Matching-pair translator (CycleGAN)\n\nUnpaired CycleGAN (Zhu et al. 2017, LSGAN, cycle "
+        f"weight {config.lambda_cycle}, identity weight {config.lambda_identity}) between abnormal and "
+        f"normal phantom CXRs of different people, guided by a max-pooled disease critic (weight "
+        f"{config.lambda_disease}) trained on the image labels; one-signed residual ResNet generators, {config.model.channels} "
+        f"channels, {config.model.n_res_blocks} residual blocks, {config.model.input_size}px; weights hold "
+        f"both directions.\nTrained on `{config.dataset}`/train for {config.epochs} epochs with "
+        f"{config.workers} Ray Train worker(s), never shown a true twin. Best epoch {run.best_epoch} by "
+        f"{SCORE} on `{config.dataset}`/val: residual in lesion {metrics.get('val_residual_in_lesion', float('nan')):.3f}, "
+        f"residual AUROC {metrics.get('val_residual_auroc', float('nan')):.3f}, L1 to the true twin "
+        f"{metrics.get('val_l1_to_twin', float('nan')):.4f} (input {metrics.get('val_l1_input_to_twin', float('nan')):.4f}).\n"
+        f"Phantoms only: not validated on real radiographs.\n"
+    )
+
+
+SPEC = harness.TrainSpec(
+    name=MODEL_NAME,
+    help="CycleGAN abnormal<->normal translator, then its pseudo-pairs",
+    config_class=MatchingPairsTrainConfig,
+    score=SCORE,
+    loop=train_loop,
+    prepare=prepare,
+    card=card,
+)
 
 
 def train_matching_pairs(settings: Settings, config: MatchingPairsTrainConfig) -> ModelVersion:
-    """Train on Ray, publish the best checkpoint as the next `matching-pairs` version and return it."""
-    read_phantom_manifest(open_store(settings), config.dataset)  # NotFound before Ray starts
-    ensure_ray(settings)
-    loop_config = {**dataclasses.asdict(config), "model": config.model.to_dict()}
-    result = harness.fit(
-        train_loop,
-        loop_config=loop_config,
-        settings=settings,
-        run_name=f"matching-pairs-{int(time.time())}",
-        workers=config.workers,
-        use_gpu=config.use_gpu,
-        score_metric=SCORE,
-    )
-    state, metrics = harness.best_state(result, SCORE)
-    return harness.publish(
-        ModelRegistry(open_store(settings)),
-        MODEL_NAME,
-        state_dict={key: state[key] for key in ("abnormal_to_normal", "normal_to_abnormal")},
-        config=config.model.to_dict(),
-        metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))},
-        training={**loop_config, "best_epoch": state["epoch"], "ray_run": result.path},
-        card=(
-            f"# Matching-pair translator (CycleGAN)\n\nUnpaired CycleGAN (Zhu et al. 2017, LSGAN, cycle "
-            f"weight {config.lambda_cycle}, identity weight {config.lambda_identity}) between abnormal and "
-            f"normal phantom CXRs of different people, guided by a max-pooled disease critic (weight "
-            f"{config.lambda_disease}) trained on the image labels; one-signed residual ResNet generators, {config.model.channels} "
-            f"channels, {config.model.n_res_blocks} residual blocks, {config.model.input_size}px; weights hold "
-            f"both directions.\nTrained on `{config.dataset}`/train for {config.epochs} epochs with "
-            f"{config.workers} Ray Train worker(s), never shown a true twin. Best epoch {state['epoch']} by "
-            f"{SCORE} on `{config.dataset}`/val: residual in lesion {metrics.get('val_residual_in_lesion', float('nan')):.3f}, "
-            f"residual AUROC {metrics.get('val_residual_auroc', float('nan')):.3f}, L1 to the true twin "
-            f"{metrics.get('val_l1_to_twin', float('nan')):.4f} (input {metrics.get('val_l1_input_to_twin', float('nan')):.4f}).\n"
-            f"Phantoms only: not validated on real radiographs.\n"
-        ),
-    )
+    """Train on Ray and publish the best checkpoint as the next `matching-pairs` version."""
+    return harness.train_and_publish(SPEC, settings, config)

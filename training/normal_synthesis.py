@@ -14,8 +14,6 @@ import dataclasses
 import time
 from typing import Any
 
-import ray
-import ray.train
 import ray.train.torch
 import torch
 import torch.nn.functional as F
@@ -36,10 +34,10 @@ from twinray.shared.models.normal_synthesis.network import (
 from twinray.shared.models.segmentation.network import AnatomySegmenter, segmenter_from_weights
 from twinray.shared.platform.config import Settings
 from twinray.shared.platform.imaging import unit_images
-from twinray.shared.platform.ray_runtime import ensure_ray
 from twinray.shared.platform.registry import ModelRegistry, ModelVersion
-from twinray.shared.platform.storage import ArtifactStore, open_store
+from twinray.shared.platform.storage import ArtifactStore
 from twinray.training import harness
+from twinray.training.config import TrainConfig
 
 MODEL_NAME = "normal-synthesis"
 SEGMENTER_NAME = "segmentation"
@@ -49,18 +47,18 @@ SCORE = "val_residual_in_lesion"
 
 
 @dataclasses.dataclass(frozen=True)
-class NormalSynthesisTrainConfig:
+class NormalSynthesisTrainConfig(TrainConfig):
     pseudo_pairs: str = "cxr-phantoms-pseudo-pairs"
     dataset: str = "cxr-phantoms"  # its val split (held-out phantoms with true twins) scores each epoch
-    segmentation_version: str = "latest"
+    segmentation_version: int | str = "latest"  # resolved to its number before Ray starts
     epochs: int = 8
     batch_size: int = 8
     learning_rate: float = 1e-3  # cosine-annealed to 0 over the run
     # L1 terms are ~1e-2 (only lesions and pseudo-pair noise differ); x100 as in pix2pix (Isola et al. 2017).
     lambda_reconstruction: float = 100.0
     lambda_identity: float = 100.0
-    # Kept small: at 1.0 the patch discriminator's gradient outweighs the lesion signal of the L1
-    # terms and the residual drifts off the lesions from one epoch to the next.
+    # Kept small, so the lesion signal of the L1 terms outweighs the patch discriminator's
+    # (docs/decisions/0105-small-adversarial-weight.md).
     lambda_adversarial: float = 0.1
     lambda_anatomy: float = 1.0
     discriminator_channels: int = 32
@@ -71,12 +69,12 @@ class NormalSynthesisTrainConfig:
 
 
 def _training_tensors(
-    store: ArtifactStore, config: dict[str, Any], segmenter: AnatomySegmenter, device: torch.device
+    store: ArtifactStore, config: NormalSynthesisTrainConfig, segmenter: AnatomySegmenter, device: torch.device
 ) -> dict[str, torch.Tensor]:
     """Pseudo-pairs as tensors, with each image's anatomy labelled once by the frozen segmenter:
     at the segmenter's size (the anatomy-consistency target) and at the generator's (its condition)."""
-    pairs = read_pseudo_pairs(store, config["pseudo_pairs"])
-    size = config["model"]["input_size"]
+    pairs = read_pseudo_pairs(store, config.pseudo_pairs)
+    size = config.model.input_size
     abnormal, pseudo_normal, normal = unit_images(pairs.abnormal), unit_images(pairs.pseudo_normal), unit_images(pairs.normal)
     anatomy = batched(lambda x: segment_anatomy(segmenter, x), abnormal, device)
     normal_anatomy = batched(lambda x: segment_anatomy(segmenter, x), normal, device)
@@ -90,39 +88,35 @@ def _training_tensors(
     }
 
 
-def train_loop(config: dict[str, Any]) -> None:
+def train_loop(loop_config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
-    torch.set_num_threads(config["threads"])
-    context = ray.train.get_context()
-    rank, is_rank0 = context.get_world_rank(), context.get_world_rank() == 0
-    torch.manual_seed(config["seed"] + rank)
-    store = open_store(Settings.from_env(config["settings_env"]))
-    device = ray.train.torch.get_device()
-    seg_model = ModelRegistry(store).load(SEGMENTER_NAME, config["segmentation_version"])
+    worker = harness.worker_context(loop_config, NormalSynthesisTrainConfig)
+    config, device = worker.config, worker.device
+    torch.manual_seed(config.seed + worker.rank)
+    seg_model = ModelRegistry(worker.store).load(SEGMENTER_NAME, config.segmentation_version)
     segmenter = segmenter_from_weights(seg_model.config, seg_model.weights).to(device).requires_grad_(False)
-    data = _training_tensors(store, config, segmenter, device)
-    val = read_phantom_split(store, config["dataset"], "val") if is_rank0 else None
+    data = _training_tensors(worker.store, config, segmenter, device)
+    val = read_phantom_split(worker.store, config.dataset, "val") if worker.is_rank0 else None
 
-    model_config = SpadeConfig.from_dict(config["model"])
-    size = model_config.input_size
+    size = config.model.input_size
     loader = ray.train.torch.prepare_data_loader(
         DataLoader(
             TensorDataset(data["abnormal"], data["pseudo_normal_low"], data["anatomy"], data["anatomy_low"]),
-            batch_size=config["batch_size"],
+            batch_size=config.batch_size,
             shuffle=True,
             drop_last=True,
         )
     )
-    generator = ray.train.torch.prepare_model(AnatomyConditionedGenerator(model_config))
-    discriminator = ray.train.torch.prepare_model(PatchDiscriminator(config["discriminator_channels"]))
-    g_opt = torch.optim.Adam(generator.parameters(), lr=config["learning_rate"], betas=(0.5, 0.999))
-    d_opt = torch.optim.Adam(discriminator.parameters(), lr=config["learning_rate"], betas=(0.5, 0.999))
-    # Annealing matters: at a constant rate the lesion residual overshoots and collapses in turn.
-    schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config["epochs"] * len(loader)) for opt in (g_opt, d_opt)]
-    normals = torch.Generator().manual_seed(config["seed"] * 1000 + rank)
+    generator = ray.train.torch.prepare_model(AnatomyConditionedGenerator(config.model))
+    discriminator = ray.train.torch.prepare_model(PatchDiscriminator(config.discriminator_channels))
+    g_opt = torch.optim.Adam(generator.parameters(), lr=config.learning_rate, betas=(0.5, 0.999))
+    d_opt = torch.optim.Adam(discriminator.parameters(), lr=config.learning_rate, betas=(0.5, 0.999))
+    # Annealed, so the lesion residual settles (docs/decisions/0106-annealed-twin-learning-rate.md).
+    schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs * len(loader)) for opt in (g_opt, d_opt)]
+    normals = torch.Generator().manual_seed(config.seed * 1000 + worker.rank)
 
-    for epoch in range(config["epochs"]):
-        if context.get_world_size() > 1:
+    for epoch in range(config.epochs):
+        if worker.world_size > 1:
             loader.sampler.set_epoch(epoch)
         generator.train()
         started, sums, steps = time.time(), {}, 0
@@ -150,7 +144,7 @@ def train_loop(config: dict[str, Any]) -> None:
                     "anatomy": losses.anatomy_consistency_loss(segmenter, twin_full, anatomy),
                     "identity": losses.identity_loss(normal_twin_low, normal_low),
                 }
-            g_loss = sum(config[f"lambda_{name}"] * value for name, value in parts.items())
+            g_loss = sum(getattr(config, f"lambda_{name}") * value for name, value in parts.items())
             g_opt.zero_grad(set_to_none=True)
             g_loss.backward()
             g_opt.step()
@@ -163,66 +157,76 @@ def train_loop(config: dict[str, Any]) -> None:
         metrics = {"epoch": epoch + 1, **{f"train_{k}_loss": v / max(steps, 1) for k, v in sums.items()}}
         metrics["epoch_seconds"] = time.time() - started
         metrics["step_seconds"] = metrics["epoch_seconds"] / max(steps, 1)
-        if is_rank0:
+        if worker.is_rank0:
             model = harness.unwrap(generator).eval()
             scores = evaluate_twin_function(generator_twin(model, segmenter), val, segmenter=segmenter, device=device)
             metrics.update({f"val_{k}": v for k, v in scores.items()})
             print(
-                f"[normal-synthesis] epoch {epoch + 1}/{config['epochs']} G {metrics['train_g_loss']:.3f} "
+                f"[normal-synthesis] epoch {epoch + 1}/{config.epochs} G {metrics['train_g_loss']:.3f} "
                 f"D {metrics['train_d_loss']:.3f} | val residual in lesion {scores['residual_in_lesion']:.3f} "
                 f"AUROC {scores['residual_auroc']:.3f} L1 to twin {scores['l1_to_twin']:.4f} "
                 f"anatomy Dice {scores['anatomy_dice']:.3f} ({metrics['epoch_seconds']:.0f}s, "
                 f"{metrics['step_seconds']:.2f}s/step)",
                 flush=True,
             )
-        harness.save_checkpoint({"model": harness.unwrap(generator).state_dict(), "epoch": epoch + 1}, metrics)
+        harness.save_checkpoint(harness.unwrap(generator).state_dict(), epoch + 1, metrics)
 
 
-def train_normal_synthesis(settings: Settings, config: NormalSynthesisTrainConfig) -> ModelVersion:
-    """Train on Ray, publish the best checkpoint as the next `normal-synthesis` version and return it.
-
-    The segmenter version is resolved once here, so every worker conditions on the same anatomy
-    maps; it is recorded with the matching-pairs translator that produced the pseudo-pairs.
-    """
-    store = open_store(settings)
-    registry = ModelRegistry(store)
-    segmentation_version = registry.resolve(SEGMENTER_NAME, config.segmentation_version)
+def prepare(store: ArtifactStore, config: NormalSynthesisTrainConfig) -> harness.Prepared[NormalSynthesisTrainConfig]:
+    """The segmenter version is resolved once here, so every worker conditions on the same anatomy
+    maps; it is recorded with the matching-pairs translator that produced the pseudo-pairs."""
+    segmentation_version = ModelRegistry(store).resolve(SEGMENTER_NAME, config.segmentation_version)
     pairs = read_pseudo_pair_manifest(store, config.pseudo_pairs)
-    ensure_ray(settings)
-    loop_config = {**dataclasses.asdict(config), "model": config.model.to_dict(), "segmentation_version": segmentation_version}
-    result = harness.fit(
-        train_loop,
-        loop_config=loop_config,
-        settings=settings,
-        run_name=f"normal-synthesis-{int(time.time())}",
-        workers=config.workers,
-        use_gpu=config.use_gpu,
-        score_metric=SCORE,
-    )
-    state, metrics = harness.best_state(result, SCORE)
-    return harness.publish(
-        registry,
-        MODEL_NAME,
-        state_dict=state["model"],
-        config={**config.model.to_dict(), "segmentation_version": segmentation_version},
-        metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+    config = dataclasses.replace(config, segmentation_version=segmentation_version)
+    return harness.Prepared(
+        config,
+        published_config={**config.model.to_dict(), "segmentation_version": segmentation_version},
         training={
-            **loop_config,
             "segmentation": {"name": SEGMENTER_NAME, "version": segmentation_version},
             "matching_pairs": pairs["translator"],
             "pseudo_pairs_source": pairs["source"],
-            "best_epoch": state["epoch"],
-            "ray_run": result.path,
         },
-        card=(
-            f"# Anatomy-conditioned normal synthesis\n\nSPADE U-Net generator (Park et al. 2019), channels "
-            f"{list(config.model.channels)}, input {config.model.input_size}px, residual "
-            f"{'r <= 0 (removes density only)' if config.model.negative_residual else 'of either sign'}; "
-            f"conditioned on `{SEGMENTER_NAME}` v{segmentation_version} anatomy maps.\n"
-            f"Trained on pseudo-pairs `{config.pseudo_pairs}` (translator {pairs['translator']['name']} v{pairs['translator']['version']}) for {config.epochs} epochs "
-            f"with {config.workers} Ray Train worker(s); best epoch {state['epoch']} by {SCORE} on `{config.dataset}`/val: "
-            f"residual in lesion {metrics.get('val_residual_in_lesion', float('nan')):.3f}, residual AUROC "
-            f"{metrics.get('val_residual_auroc', float('nan')):.3f}, L1 to the true twin "
-            f"{metrics.get('val_l1_to_twin', float('nan')):.4f}.\nPhantoms only: not validated on real radiographs.\n"
-        ),
     )
+
+
+def card(run: harness.Trained[NormalSynthesisTrainConfig]) -> str:
+    """What the published generator is, what it depends on, and how close its twins came to the true ones."""
+    config, metrics, translator = run.config, run.metrics, run.prepared.training["matching_pairs"]
+    return (
+        f"# Anatomy-conditioned normal synthesis\n\nSPADE U-Net generator (Park et al. 2019), channels "
+        f"{list(config.model.channels)}, input {config.model.input_size}px, residual "
+        f"{'r <= 0 (removes density only)' if config.model.negative_residual else 'of either sign'}; "
+        f"conditioned on `{SEGMENTER_NAME}` v{config.segmentation_version} anatomy maps.\n"
+        f"Trained on pseudo-pairs `{config.pseudo_pairs}` (translator {translator['name']} v{translator['version']}) for {config.epochs} epochs "
+        f"with {config.workers} Ray Train worker(s); best epoch {run.best_epoch} by {SCORE} on `{config.dataset}`/val: "
+        f"residual in lesion {metrics.get('val_residual_in_lesion', float('nan')):.3f}, residual AUROC "
+        f"{metrics.get('val_residual_auroc', float('nan')):.3f}, L1 to the true twin "
+        f"{metrics.get('val_l1_to_twin', float('nan')):.4f}.\nPhantoms only: not validated on real radiographs.\n"
+    )
+
+
+def normal_synthesis_config(pseudo_pairs: str = "", **fields: Any) -> NormalSynthesisTrainConfig:
+    """The training config of `fields`; no `pseudo_pairs` means the dataset's own, `<dataset>-pseudo-pairs`."""
+    config = NormalSynthesisTrainConfig(**fields)
+    return dataclasses.replace(config, pseudo_pairs=pseudo_pairs or f"{config.dataset}-pseudo-pairs")
+
+
+SPEC = harness.TrainSpec(
+    name=MODEL_NAME,
+    help="anatomy-conditioned (SPADE) healthy-twin generator",
+    config_class=NormalSynthesisTrainConfig,
+    score=SCORE,
+    loop=train_loop,
+    prepare=prepare,
+    card=card,
+    configure=normal_synthesis_config,
+    flags=(
+        harness.Flag("--pseudo-pairs", "", "pseudo-pair dataset (default: <dataset>-pseudo-pairs)"),
+        harness.Flag("--segmentation-version", "latest", "segmenter that labels the anatomy"),
+    ),
+)
+
+
+def train_normal_synthesis(settings: Settings, config: NormalSynthesisTrainConfig) -> ModelVersion:
+    """Train on Ray and publish the best checkpoint as the next `normal-synthesis` version."""
+    return harness.train_and_publish(SPEC, settings, config)

@@ -1,4 +1,4 @@
-"""`make demo`: phantoms -> Ray Train (segmenter, CycleGAN translator, anatomy-conditioned twin
+"""`make demo`: phantoms -> Ray Train (segmenter, matching-pairs translator, anatomy-conditioned twin
 generator) -> registry -> Ray Serve -> gRPC calls -> figures and held-out scores; then the factory
 half (services/cli/demo_defects.py): product surfaces -> the two defect generators -> defect galleries.
 
@@ -18,7 +18,7 @@ from tqdm import tqdm
 from twinray.services.cli.defaults import DATASET, SPLITS
 from twinray.services.cli.demo_defects import REAL_DEFECTS, defect_galleries, train_defect_models
 from twinray.services.cli.figures import segmentation_figure, twin_figure
-from twinray.services.cli.reports import print_twin_report
+from twinray.services.cli.reports import print_segmentation_report, print_twin_report
 from twinray.services.cli.up import deploy
 from twinray.services.normal_synthesis.client import synthesize
 from twinray.services.segmentation.client import segment
@@ -154,12 +154,11 @@ def run_demo(settings: Settings) -> None:
         seg_figure = _segmentation_cases(channel, test, out_dir, store)
         _step(8, f"NormalSynthesis/Synthesize over gRPC on {DEMO_CASES} held-out ABNORMAL phantoms")
         twin_figure_path = _twin_cases(channel, test, out_dir, store)
-        _step(9, "DefectGeneration/Synthesize over gRPC, approaches A and B, on held-out normal parts")
+        _step(9, "DefectGeneration/Synthesize over gRPC, mask_blend and conditioned_ddpm, on held-out normal parts")
         defect_figures = defect_galleries(channel, store, out_dir)
 
     _step(10, "evaluating on the whole held-out test split")
-    report = evaluate_segmentation(settings, version=str(seg_version), dataset=DATASET)
-    print(f"      segmentation: mean Dice {report['mean_dice']:.4f} over {report['images']} images: {report['per_class']}")
+    print_segmentation_report(evaluate_segmentation(settings, version=str(seg_version), dataset=DATASET))
     print_twin_report(evaluate_normal_synthesis(settings, version=str(twin_version), dataset=DATASET))
     print("\nartifacts:")
     print(f"  dataset   {store.uri(f'datasets/{DATASET}/manifest.json')}")

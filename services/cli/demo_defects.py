@@ -1,6 +1,7 @@
 """The factory half of `make demo`: product surfaces with a few real defects -> the two defect
-generators trained on Ray (mask DDPM + blending, normal-manifold DDPM + conditioning encoder) ->
-DefectGeneration over gRPC -> one gallery per method beside real defects.
+generators trained on Ray (`mask_blend`: mask DDPM + blending, approach A of the original work;
+`conditioned_ddpm`: normal-manifold DDPM + conditioning encoder, approach B) -> DefectGeneration over
+gRPC -> one gallery per method beside real defects.
 
 Models are trained on the first REAL_DEFECTS real defects only, the scarce case the science is for.
 """
@@ -29,10 +30,10 @@ from twinray.v1 import defect_generation_pb2 as pb
 
 REAL_DEFECTS = 5
 GALLERY_CASES = 4
-METHODS = {"A": pb.DEFECT_METHOD_MASK_BLEND, "B": pb.DEFECT_METHOD_CONDITIONED_DDPM}
+METHODS = {"mask_blend": pb.DEFECT_METHOD_MASK_BLEND, "conditioned_ddpm": pb.DEFECT_METHOD_CONDITIONED_DDPM}
 TITLES = {
-    "A": "approach A: mask DDPM + real appearance blended",
-    "B": "approach B: normal-manifold DDPM steered by the defect encoder",
+    "mask_blend": "mask_blend: mask DDPM + real appearance blended",
+    "conditioned_ddpm": "conditioned_ddpm: normal-manifold DDPM steered by the defect encoder",
 }
 
 PublishedOrTrained = Callable[[ModelRegistry, str, Callable[[], int]], int]

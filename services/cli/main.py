@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import functools
-import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,12 +12,16 @@ import grpc
 
 from twinray.services import SERVE_CONFIG
 from twinray.services.cli.defaults import DATASET, PRODUCT_SPLITS, PRODUCTS, SPLITS
-from twinray.services.cli.reports import print_twin_report
+from twinray.services.cli.reports import print_defect_report, print_json, print_segmentation_report, print_twin_report
 from twinray.shared.platform.config import Settings
 from twinray.shared.platform.errors import TwinRayError
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from twinray.shared.platform.registry import ModelVersion
+    from twinray.training.config import TrainConfig
+    from twinray.training.harness import TrainSpec
 
 
 def _data_phantoms(args: argparse.Namespace, settings: Settings) -> None:
@@ -45,74 +46,36 @@ def _data_products(args: argparse.Namespace, settings: Settings) -> None:
     print(f"dataset {args.name!r} ({manifest['category']}, {manifest['size']}px; {counts}): {where}")
 
 
-def _train_config(config_class: Callable[..., object], args: argparse.Namespace, **fields: object) -> object:
-    """A training config from the common flags; --epochs, --batch-size and --lr left out keep its defaults."""
+def _train_config(spec: TrainSpec, args: argparse.Namespace) -> TrainConfig:
+    """A training config from the common flags and the spec's own; --epochs, --batch-size and --lr left out keep its defaults."""
     given = {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr}
-    return config_class(
+    return spec.make_config(
         dataset=args.dataset,
         seed=args.seed,
         workers=args.workers,
         use_gpu=args.gpus,
         **{name: value for name, value in given.items() if value is not None},
-        **fields,
+        **{flag.keyword: getattr(args, flag.keyword) for flag in spec.flags},
     )
 
 
-def _train_segmentation(args: argparse.Namespace, settings: Settings) -> None:
-    from twinray.training.segmentation import SegmentationTrainConfig, train_segmentation
+def _train(args: argparse.Namespace, settings: Settings) -> ModelVersion:
+    from twinray.training.harness import train_and_publish
+    from twinray.training.specs import TRAIN_SPECS
 
-    version = train_segmentation(settings, _train_config(SegmentationTrainConfig, args))
-    print(f"published segmentation version {version.version}: {version.manifest_ref.key}")
+    spec = TRAIN_SPECS[args.model]
+    version = train_and_publish(spec, settings, _train_config(spec, args))
+    print(f"published {spec.name} version {version.version}: {version.manifest_ref.key}")
+    return version
 
 
 def _train_matching_pairs(args: argparse.Namespace, settings: Settings) -> None:
     from twinray.shared.synthesis.pseudo_pairs import write_pseudo_pairs
-    from twinray.training.matching_pairs import MatchingPairsTrainConfig, train_matching_pairs
 
-    version = train_matching_pairs(settings, _train_config(MatchingPairsTrainConfig, args))
-    print(f"published matching-pairs version {version.version}: {version.manifest_ref.key}")
+    version = _train(args, settings)
     pairs = write_pseudo_pairs(settings, model_version=version.version, dataset=args.dataset)
     counts = ", ".join(f"{count} {kind}" for kind, count in pairs["counts"].items())
     print(f"pseudo-pairs {pairs['name']!r} ({counts}): datasets/{pairs['name']}/")
-
-
-def _train_normal_synthesis(args: argparse.Namespace, settings: Settings) -> None:
-    from twinray.training.normal_synthesis import NormalSynthesisTrainConfig, train_normal_synthesis
-
-    config = _train_config(
-        NormalSynthesisTrainConfig,
-        args,
-        pseudo_pairs=args.pseudo_pairs or f"{args.dataset}-pseudo-pairs",
-        segmentation_version=args.segmentation_version,
-    )
-    version = train_normal_synthesis(settings, config)
-    print(f"published normal-synthesis version {version.version}: {version.manifest_ref.key}")
-
-
-def _train_ddpm(args: argparse.Namespace, settings: Settings, target: str) -> None:
-    from twinray.training.ddpm import ddpm_config, train_ddpm
-
-    config = _train_config(functools.partial(ddpm_config, target, args.image_size), args, real_count=args.real_count)
-    version = train_ddpm(settings, config)
-    print(f"published {version.name} version {version.version}: {version.manifest_ref.key}")
-
-
-def _train_defect_masks(args: argparse.Namespace, settings: Settings) -> None:
-    _train_ddpm(args, settings, "mask")
-
-
-def _train_normal_manifold(args: argparse.Namespace, settings: Settings) -> None:
-    _train_ddpm(args, settings, "image")
-
-
-def _train_defect_encoder(args: argparse.Namespace, settings: Settings) -> None:
-    from twinray.training.defect_encoder import DefectEncoderTrainConfig, train_defect_encoder
-
-    config = _train_config(
-        DefectEncoderTrainConfig, args, real_count=args.real_count, normal_manifold_version=args.normal_manifold_version
-    )
-    version = train_defect_encoder(settings, config)
-    print(f"published defect-encoder version {version.version}: {version.manifest_ref.key}")
 
 
 def _eval_segmentation(args: argparse.Namespace, settings: Settings) -> None:
@@ -120,12 +83,9 @@ def _eval_segmentation(args: argparse.Namespace, settings: Settings) -> None:
 
     report = evaluate_published(settings, version=args.version, dataset=args.dataset, split=args.split)
     if args.json:
-        print(json.dumps(report))
-        return
-    print(f"segmentation v{report['model']['version']} on {report['dataset']}/{report['split']} ({report['images']} images)")
-    for name, dice in report["per_class"].items():
-        print(f"  {name:<18} Dice {dice:.4f}")
-    print(f"  {'mean':<18} Dice {report['mean_dice']:.4f}")
+        print_json(report)
+    else:
+        print_segmentation_report(report)
 
 
 def _eval_normal_synthesis(args: argparse.Namespace, settings: Settings) -> None:
@@ -133,9 +93,9 @@ def _eval_normal_synthesis(args: argparse.Namespace, settings: Settings) -> None
 
     report = evaluate_published(settings, version=args.version, dataset=args.dataset, split=args.split)
     if args.json:
-        print(json.dumps(report))
-        return
-    print_twin_report(report)
+        print_json(report)
+    else:
+        print_twin_report(report)
 
 
 def _eval_defect_augmentation(args: argparse.Namespace, settings: Settings) -> None:
@@ -157,23 +117,9 @@ def _eval_defect_augmentation(args: argparse.Namespace, settings: Settings) -> N
     generators = load_generators(store, encoder=args.encoder_version).to(args.device)
     report = evaluate_augmentation(store, config, generators, device=args.device)
     if args.json:
-        print(json.dumps(report))
-        return
-    print(
-        f"defect segmentation on {args.dataset} held-out defects (IoU +- spread over {args.repeats} seed(s) / pixel "
-        "AUROC; gain in IoU vs real only; the batch share chosen on the val splits)"
-    )
-    for row, by_k in report["rows"].items():
-        cells = []
-        for k, scores in by_k.items():
-            gain = report["relative_gain"].get(row, {}).get(k, {}).get("iou")
-            change = f" ({gain:+.0%})" if gain is not None else ""
-            cells.append(
-                f"k={k}: {scores['iou']:.3f} +- {scores['iou_std']:.3f} / {scores['pixel_auroc']:.3f}{change} share {scores['share']:g}"
-            )
-        print(f"  {row:<14} " + "   ".join(cells))
-    for method, by_k in report["realism"].items():
-        print(f"  KID {method:<10} " + "   ".join(f"k={k}: {v['kid_mean']:.3f}" for k, v in by_k.items()))
+        print_json(report)
+    else:
+        print_defect_report(report)
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> None:
@@ -250,17 +196,19 @@ def _demo(args: argparse.Namespace, settings: Settings) -> None:
     run_demo(settings)
 
 
-def _training_parser(
-    train: argparse._SubParsersAction, name: str, description: str, dataset: str = DATASET
-) -> argparse.ArgumentParser:
-    parser = train.add_parser(name, help=description)
-    parser.add_argument("--dataset", default=dataset)
+def _training_parser(train: argparse._SubParsersAction, spec: TrainSpec) -> argparse.ArgumentParser:
+    parser = train.add_parser(spec.name, help=spec.help)
+    parser.add_argument("--dataset", default=spec.config_class.dataset)
     parser.add_argument("--workers", type=int, default=1, help="Ray Train workers")
     parser.add_argument("--gpus", action="store_true", help="one GPU per worker, bf16 autocast")
     parser.add_argument("--epochs", type=int, help="default: the model's training config")
     parser.add_argument("--batch-size", type=int, help="default: the model's training config")
     parser.add_argument("--lr", type=float, help="default: the model's training config")
     parser.add_argument("--seed", type=int, default=0)
+    for flag in spec.flags:
+        parser.add_argument(flag.option, type=type(flag.default), default=flag.default, help=flag.help)
+    # Training the translator also writes its pseudo-pairs, which normal synthesis trains on.
+    parser.set_defaults(func=_train_matching_pairs if spec.name == "matching-pairs" else _train)
     return parser
 
 
@@ -269,7 +217,7 @@ def _eval_parser(evaluate: argparse._SubParsersAction, name: str, description: s
     parser.add_argument("--version", default="latest")
     parser.add_argument("--dataset", default=DATASET)
     parser.add_argument("--split", default="test")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object, on the last line")
     return parser
 
 
@@ -281,7 +229,7 @@ def _client_parser(client: argparse._SubParsersAction, name: str, rpc: str) -> a
     return parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, train_models: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="twinray", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -303,36 +251,24 @@ def build_parser() -> argparse.ArgumentParser:
     products.set_defaults(func=_data_products)
 
     train = sub.add_parser("train", help="train a model with Ray Train").add_subparsers(dest="model", required=True)
-    seg = _training_parser(train, "segmentation", "anatomy U-Net")
-    seg.set_defaults(func=_train_segmentation)
-    pairs = _training_parser(train, "matching-pairs", "CycleGAN abnormal<->normal translator, then its pseudo-pairs")
-    pairs.set_defaults(func=_train_matching_pairs)
-    synth = _training_parser(train, "normal-synthesis", "anatomy-conditioned (SPADE) healthy-twin generator")
-    synth.add_argument("--pseudo-pairs", default="", help="pseudo-pair dataset (default: <dataset>-pseudo-pairs)")
-    synth.add_argument("--segmentation-version", default="latest", help="segmenter that labels the anatomy")
-    synth.set_defaults(func=_train_normal_synthesis)
-    for name, description, handler in (
-        ("defect-masks", "approach A: DDPM over the few real defect masks", _train_defect_masks),
-        ("normal-manifold", "approach B: DDPM over normal product surfaces", _train_normal_manifold),
-        ("defect-encoder", "approach B: encoder steering the frozen normal-manifold DDPM to draw defects", _train_defect_encoder),
-    ):
-        defects = _training_parser(train, name, description, dataset=PRODUCTS)
-        defects.add_argument("--real-count", type=int, default=0, help="use only the first N training images (0 = all)")
-        defects.set_defaults(func=handler)
-        if name == "defect-encoder":
-            defects.add_argument("--normal-manifold-version", default="latest", help="the frozen DDPM it steers")
-        else:
-            defects.add_argument("--image-size", type=int, default=0, help="side of the DDPM's images (0 = its default)")
+    if train_models:  # importing the trainers takes seconds: only `twinray train ...` needs them
+        from twinray.training.specs import TRAIN_SPECS
+
+        for spec in TRAIN_SPECS.values():
+            _training_parser(train, spec)
 
     evaluate = sub.add_parser("eval", help="evaluate a published model").add_subparsers(dest="model", required=True)
     seg_eval = _eval_parser(evaluate, "segmentation", "per-class Dice on held-out phantoms")
     seg_eval.set_defaults(func=_eval_segmentation)
-    synth_eval = _eval_parser(evaluate, "normal-synthesis", "twins vs the true twins, beside the CycleGAN baseline")
-    defect_eval = evaluate.add_parser("defect-augmentation", help="defect segmenter: k real vs k real + N synthetic (A, B)")
+    synth_eval = _eval_parser(evaluate, "normal-synthesis", "twins vs the true twins, beside the matching-pairs baseline")
+    defect_eval = evaluate.add_parser(
+        "defect-augmentation", help="defect segmenter: k real vs k real + N synthetic (mask_blend, conditioned_ddpm)"
+    )
     defect_eval.add_argument("--dataset", default="products")
     defect_eval.add_argument("--k", type=int, nargs="+", default=[5, 20], help="real defects per row")
     defect_eval.add_argument("--synthetic", type=int, default=100, help="synthetic defects added (N)")
-    defect_eval.add_argument("--methods", nargs="+", choices=["A", "B"], default=["A", "B"])
+    methods = ["mask_blend", "conditioned_ddpm"]  # twinray.shared.synthesis.defects.METHODS, without importing torch here
+    defect_eval.add_argument("--methods", nargs="+", choices=methods, default=methods)
     defect_eval.add_argument("--steps", type=int, default=50, help="DDIM steps for sampling")
     defect_eval.add_argument("--encoder-version", default="latest", help="defect-encoder version ('' = plain RePaint)")
     defect_eval.add_argument("--seed", type=int, default=0)
@@ -344,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     defect_eval.add_argument("--repeats", type=int, default=1, help="segmenter seeds per candidate; scores are their mean")
     defect_eval.add_argument("--device", default="cpu", help="where the generators sample and the segmenters train (cpu, cuda)")
-    defect_eval.add_argument("--json", action="store_true", help="print one JSON object")
+    defect_eval.add_argument("--json", action="store_true", help="print the report as one JSON object, on the last line")
     defect_eval.set_defaults(func=_eval_defect_augmentation)
     synth_eval.set_defaults(func=_eval_normal_synthesis)
 
@@ -371,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(train_models=argv[:1] == ["train"]).parse_args(argv)
     try:
         settings = Settings.from_env()
         args.func(args, settings)

@@ -1,21 +1,80 @@
-"""Evaluation reports as tables a person reads in a terminal (`--json` prints the report itself)."""
+"""Evaluation reports (twinray.shared.evaluation.report's shape) as tables a person reads in a terminal,
+or as the one JSON line `--json` promises."""
 
 from __future__ import annotations
 
-TWIN_METHODS = ("cyclegan", "anatomy_prior")  # the baseline translator, then the anatomy-conditioned generator
+import json
+from collections.abc import Sequence
+
+DEFECT_METRICS = ("iou", "pixel_auroc", "iou_gain", "kid", "feature_distance")  # the defect table's columns
+
+
+def print_json(report: dict) -> None:
+    """The report as one strict JSON object on one line, the last that `--json` prints."""
+    print(json.dumps(report, allow_nan=False), flush=True)
+
+
+def cell(stat: dict | None) -> str:
+    """mean +- sd, the sd only where there were several runs; '-' for a metric a row lacks."""
+    if stat is None or stat["mean"] is None:
+        return "-"
+    spread = f" +- {stat['sd']:.4f}" if stat["n"] > 1 else ""
+    return f"{stat['mean']:.4f}{spread}"
+
+
+def table(report: dict, metrics: Sequence[str] = (), *, by_metric: bool = False) -> list[str]:
+    """Rows x metrics (every metric when none are named), one line per row; `by_metric` turns it so
+    there is one line per metric and one column per row (for few rows and many metrics)."""
+    rows = report["rows"]
+    metrics = list(metrics) or list(dict.fromkeys(metric for values in rows.values() for metric in values))
+    grid = [["", *metrics]] + [[row, *(cell(values.get(metric)) for metric in metrics)] for row, values in rows.items()]
+    if by_metric:
+        grid = [list(column) for column in zip(*grid)]
+    widths = [max(len(line[i]) for line in grid) for i in range(len(grid[0]))]
+    return [
+        "  " + line[0].ljust(widths[0]) + "".join(f"  {text:>{width}}" for text, width in zip(line[1:], widths[1:]))
+        for line in grid
+    ]
+
+
+def print_table(title: str, report: dict, metrics: Sequence[str] = (), *, by_metric: bool = False) -> None:
+    print(title)
+    print("\n".join(table(report, metrics, by_metric=by_metric)))
+
+
+def _models(protocol: dict) -> str:
+    return ", ".join(f"{name} v{version}" for name, version in protocol["models"].items())
+
+
+def print_segmentation_report(report: dict) -> None:
+    """`twinray eval segmentation`: one line per Dice score."""
+    scored = report["protocol"]["splits"]["scored"]
+    title = f"{_models(report['protocol'])} on {scored['dataset']}/{scored['split']} ({scored['images']} images)"
+    print_table(title, report, by_metric=True)
 
 
 def print_twin_report(report: dict) -> None:
-    """`evaluate_published`'s report as a table: one row per metric, one column per method."""
-    seg = report["segmentation"]
-    counts = ", ".join(
-        f"{report[key]} {key.replace('_', ' ')}" for key in ("images", "abnormal_images", "normal_images") if key in report
+    """`twinray eval normal-synthesis`: one line per metric, one column per model."""
+    protocol = report["protocol"]
+    scored = protocol["splits"]["scored"]
+    counts = f"{scored['abnormal_images']} abnormal, {scored['normal_images']} normal images"
+    print_table(
+        f"healthy twins on {scored['dataset']}/{scored['split']} ({counts}; {_models(protocol)}; anatomy by {protocol['anatomy_by']})",
+        report,
+        by_metric=True,
     )
-    print(f"healthy twins on {report['dataset']}/{report['split']} ({counts}; anatomy by {seg['name']} v{seg['version']})")
-    columns = {method: report[method] for method in TWIN_METHODS}
-    versions = {method: f"{c['model']['name']} v{c['model']['version']}" for method, c in columns.items()}
-    print(f"  {'':<20}" + "".join(f"{method:>22}" for method in columns))
-    print(f"  {'':<20}" + "".join(f"{version:>22}" for version in versions.values()))
-    metrics = dict.fromkeys(key for c in columns.values() for key in c if key != "model")  # every key, in order
-    for key in metrics:
-        print(f"  {key:<20}" + "".join(f"{c[key]:>22.4f}" if key in c else f"{'-':>22}" for c in columns.values()))
+
+
+def print_defect_report(report: dict) -> None:
+    """`twinray eval defect-augmentation`: one line per row, the headline metrics, then the chosen shares."""
+    protocol = report["protocol"]
+    scored = ", ".join(f"{count} {name}" for name, count in protocol["splits"]["scored"].items())
+    runs = len(protocol["seeds"]["segmenter"])
+    print_table(
+        f"defect segmentation on {protocol['dataset']} held-out images ({scored}; mean +- sd over {runs} segmenter "
+        "seed(s); gain relative to real_only at the same k; KID and diversity in the features of the project's crop classifier)",
+        report,
+        DEFECT_METRICS,
+    )
+    shares = ", ".join(f"{row} {chosen['share']:g}" for row, chosen in protocol["selection"]["rows"].items())
+    print(f"  batch share chosen on the val splits: {shares}")

@@ -12,7 +12,7 @@ from twinray.shared.models.components.diffusion import DEFAULT_DDIM_STEPS, Diffu
 from twinray.shared.platform.errors import FailedPrecondition, InvalidInput
 from twinray.shared.platform.imaging import ImageLimits, decode_label_png
 from twinray.shared.platform.telemetry import model_span
-from twinray.shared.synthesis.defects import DefectGenerators, sample_masks, synthesize_a, synthesize_b
+from twinray.shared.synthesis.defects import DefectGenerators, sample_masks, synthesize_conditioned_ddpm, synthesize_mask_blend
 from twinray.v1 import common_pb2, defect_generation_pb2
 
 MAX_SIDE = 1024  # largest image or mask side the service draws on (CPU time grows with the area)
@@ -124,12 +124,12 @@ def draw(
     index = np.zeros(1, np.int64)
     if method == "A":
         appearance = generators.appearances[seed % len(generators.appearances)]  # the seed also picks the real defect
-        drawn = synthesize_a(normal[None], mask[None], index, [appearance])
+        drawn = synthesize_mask_blend(normal[None], mask[None], index, [appearance])
     else:
         with model_span(
             "normal-manifold", generators.versions["normal-manifold"], height=len(normal), width=len(normal), batch_size=1
         ):
-            drawn = synthesize_b(
+            drawn = synthesize_conditioned_ddpm(
                 generators.normal_unet,
                 generators.normal_config,
                 generators.encoder,

@@ -1,6 +1,6 @@
-"""Downstream proof of synthetic defects (issue 4, item 5; later `twinray eval defect-augmentation`):
-does a defect segmenter trained on k real defects find held-out defects better when N synthetic
-defects from approach A or B are added?
+"""`twinray eval defect-augmentation`, the downstream proof of synthetic defects: does a defect
+segmenter trained on k real defects find held-out defects better when N synthetic defects drawn by
+`mask_blend` (approach A of the original work) or `conditioned_ddpm` (approach B) are added?
 
 Protocol, in one process (no Ray: every row is a small training on one machine):
 - Real data: the first k images of `train_defect` (the same "first k" as DdpmTrainConfig.real_count),
@@ -9,10 +9,11 @@ Protocol, in one process (no Ray: every row is a small training on one machine):
   (nothing is selected on them; the generators' checkpoints are chosen on the val splits too).
 - Synthetic data: N masks sampled from the published mask DDPM (DDIM by default), binarised, kept
   only if non-empty, resized to the image size; each is put on a seeded pick of a `train_normal`
-  image. Approach A renders a real defect's appearance inside it (twinray.shared.synthesis.blending; the
-  source defect is one of the k, in turn); approach B inpaints it with the normal-manifold DDPM
-  steered by the defect encoder (twinray.shared.models.defect_encoder.network; encoder None = plain RePaint). A and B
-  get the SAME masks on the SAME normal images, so they differ only in how the defect is drawn.
+  image. `mask_blend` renders a real defect's appearance inside it (twinray.shared.synthesis.blending;
+  the source defect is one of the k, in turn); `conditioned_ddpm` inpaints it with the
+  normal-manifold DDPM steered by the defect encoder (twinray.shared.models.defect_encoder.network;
+  encoder None = plain RePaint). Both get the SAME masks on the SAME normal images, so they differ
+  only in how the defect is drawn.
 - Segmenter: MONAI's residual U-Net (twinray.shared.models.segmentation.network.AnatomySegmenter, two classes),
   trained from scratch with one budget for every row: the same initial weights and the same number of
   optimiser steps (epochs x steps_per_epoch, batches drawn with replacement from the row's pool, flips
@@ -24,8 +25,17 @@ Protocol, in one process (no Ray: every row is a small training on one machine):
   test scores (means over the repeats, with the IoU's spread) are reported.
 - Scores: IoU of the defect class over the whole test set, mean per-image IoU over the defect images,
   pixel AUROC, false alarms on normal parts (twinray.shared.evaluation.defect_metrics); the relative gain of each
-  synthetic row over real_only; realism = KID between synthetic and held-out real defect crops, and
-  diversity, both in the features of a crop classifier trained here on real-defect vs normal crops.
+  synthetic row over real_only; realism = KID between a row's training defects (the k real ones, or
+  the N synthetic ones) and held-out real defect crops, and diversity, both in the features of a crop
+  classifier trained here on real-defect vs normal crops.
+
+The report has the shared shape (twinray.shared.evaluation.report). A row is "<row>@k=<k>": real_only,
+real_plus_mask_blend, real_plus_conditioned_ddpm at each k, plus "held_out_real" (the diversity of
+the test defects). Metrics: iou, mean_image_iou, pixel_auroc, normal_false_alarm_rate (mean and sd
+over the repeats, n = repeats); <metric>_gain for iou, mean_image_iou and pixel_auroc ((row -
+real_only) / real_only of the means at the same k); kid and kid_subset_sd (KID's spread over its
+random feature subsets, not over runs); feature_distance and ssim_diversity. The share each row chose
+and its val IoU per candidate are in protocol.selection.
 """
 
 from __future__ import annotations
@@ -55,23 +65,28 @@ from twinray.shared.evaluation.defect_metrics import (
     random_crops,
     ssim_diversity,
 )
+from twinray.shared.evaluation.report import Stat, evaluation_report, over_runs, single
 from twinray.shared.models.components.diffusion import Sampler
 from twinray.shared.models.segmentation.network import AnatomySegmenter, SegmenterConfig
 from twinray.shared.platform.errors import InvalidInput
 from twinray.shared.platform.storage.base import ArtifactStore
 from twinray.shared.synthesis.defects import (
+    METHODS,
     DefectGenerators,
     SyntheticSet,
     device_of,
     pick_normals,
     real_appearances,
     sample_masks,
-    synthesize_a,
-    synthesize_b,
+    synthesize_conditioned_ddpm,
+    synthesize_mask_blend,
     unit_float,
 )
 
-ROWS = {"real_only": None, "real_plus_A": "A", "real_plus_B": "B"}
+ROWS = {"real_only": None, **{f"real_plus_{method}": method for method in METHODS}}  # row -> the method it adds
+GAIN_METRICS = ("iou", "mean_image_iou", "pixel_auroc")
+SHARE_KNOBS = {"real_only": "segmenter.defect_fraction", "real_plus_<method>": "segmenter.synthetic_fraction"}
+REALISM_MEASURE = "KID (torchmetrics KernelInceptionDistance, custom feature extractor) against crops of test_defect"
 FEATURE_EXTRACTOR = (
     "CropClassifier (twinray.shared.evaluation.defect_metrics): a 3-level CNN trained in this run to tell crops around the "
     "first max(k) real train defects from random train_normal crops; features = global average of its "
@@ -94,14 +109,11 @@ class SegmenterBudget:
     batch_size: int = 8
     learning_rate: float = 1e-3
     seed: int = 0
-    # Share of each batch drawn from the images WITH a defect (the rest from normal ones). Without it
-    # a pool of 5 real defects among 200 normals almost never shows a defect and the real-only
-    # baseline learns nothing (first CPU run: IoU 0.0003), which inflates every relative gain.
+    # Share of each batch drawn from the images WITH a defect (the rest from normal ones): a few real
+    # defects among many normals are otherwise almost never seen (docs/decisions/0201-defect-batch-shares.md).
     defect_fraction: float = 0.5
-    # Share of those defect images drawn from the SYNTHETIC ones, when a row has them. Pooled
-    # uniformly, N = 50 synthetic beside k = 5 real defects would leave a real one in 1 of 11 draws,
-    # and the segmenter would learn the generator's defects instead of the factory's (first CPU run:
-    # IoU -39% for A, -83% for B). A fixed share keeps the real ones seen as often as in real_only/2.
+    # Share of those defect images drawn from the SYNTHETIC ones, when a row has them, so the few real
+    # ones are not drowned by the generator's (docs/decisions/0201-defect-batch-shares.md).
     synthetic_fraction: float = 0.5
 
 
@@ -110,16 +122,16 @@ class AugmentationEvalConfig:
     dataset: str = "products"
     real_counts: tuple[int, ...] = (5, 20)  # the k of "k real defects"
     synthetic_count: int = 100  # N synthetic defects added per synthetic row
-    methods: tuple[str, ...] = ("A", "B")
+    methods: tuple[str, ...] = METHODS
     sampler: Sampler = "ddim"
     sample_steps: int | None = 50  # DDIM steps (None with "ddpm": all train timesteps)
     mask_threshold: float = 0.5
     min_mask_pixels: int = 4  # at image size; smaller sampled masks are drawn again
-    seed: int = 0  # masks, normal picks, appearance order, B's noise, crops, KID subsets
+    seed: int = 0  # masks, normal picks, appearance order, conditioned_ddpm's noise, crops, KID subsets
     segmenter: SegmenterBudget = SegmenterBudget()
-    # Candidates for each row's batch share (real_only: defect_fraction, A/B: synthetic_fraction),
-    # chosen on the val splits. The first CPU sweeps on the TEST split moved A's gain at k = 5 from
-    # +3% (0.25) to +18% (0.75): too large to fix by hand, and not to be chosen on test.
+    # Candidates for each row's batch share (real_only: defect_fraction, synthetic rows: synthetic_fraction),
+    # chosen on the val splits: the share moves the gains too much to fix by hand
+    # (docs/decisions/0202-batch-share-chosen-on-val.md).
     shares: tuple[float, ...] = (0.25, 0.5, 0.75, 0.9)
     repeats: int = 1  # segmenters per candidate (seeds segmenter.seed + r); scores are their mean
     validation: tuple[str, str] = ("val_defect", "val_normal")
@@ -135,8 +147,8 @@ class AugmentationEvalConfig:
             raise InvalidInput(f"k = {max(self.real_counts)} real defects asked for, the train_defect split has {real_available}")
         if self.synthetic_count < 2:
             raise InvalidInput(f"synthetic_count must be >= 2 (KID and diversity need pairs), got {self.synthetic_count}")
-        if not set(self.methods) <= {"A", "B"} or not self.methods:
-            raise InvalidInput(f"methods must be a non-empty subset of ('A', 'B'), got {self.methods}")
+        if not set(self.methods) <= set(METHODS) or not self.methods:
+            raise InvalidInput(f"methods must be a non-empty subset of {METHODS}, got {self.methods}")
         for name in ("defect_fraction", "synthetic_fraction"):
             if not 0.0 <= getattr(self.segmenter, name) <= 1.0:
                 raise InvalidInput(f"segmenter {name} must be in [0, 1], got {getattr(self.segmenter, name)}")
@@ -239,18 +251,6 @@ def train_crop_classifier(
     return model.eval()
 
 
-def realism_and_diversity(
-    extractor: FeatureExtractor, crops: torch.Tensor, held_out: torch.Tensor, config: AugmentationEvalConfig
-) -> tuple[dict, dict]:
-    """(KID of `crops` against the held-out real crops, diversity of `crops`)."""
-    kid = kernel_inception_distance(extractor, held_out, crops, subsets=config.kid_subsets, seed=config.seed)
-    diversity = {
-        "feature_distance": feature_diversity(extractor(crops), seed=config.seed),
-        "ssim_diversity": ssim_diversity(crops, seed=config.seed),
-    }
-    return kid, diversity
-
-
 # --- choosing each row's share on the val splits ----------------------------------------------------------
 
 
@@ -271,10 +271,10 @@ def tuned_row(
     config: AugmentationEvalConfig,
     device: torch.device | str,
     bar: tqdm | None = None,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Stat], dict[str, Any]]:
     """One row at one k: every candidate share trains `config.repeats` segmenters on `train` (+ the
-    synthetic `made`), scored on `val` and `test`; the best share by mean val IoU gives the row's
-    scores (test means, `iou_std` over the repeats, `share`, `val_iou`, and `val_iou_by_share`)."""
+    synthetic `made`), scored on `val` and `test`. Returns the best share's (by mean val IoU) test
+    metrics over its repeats, and its selection: `share`, `val_iou` and `val_iou_by_share`."""
     candidates = {}
     for share in config.shares:
         val_runs, test_runs = [], []
@@ -288,34 +288,32 @@ def tuned_row(
         candidates[share] = (_mean_scores(val_runs), test_runs)
     best = max(config.shares, key=lambda share: np.nan_to_num(candidates[share][0]["iou"], nan=-1.0))
     val_scores, test_runs = candidates[best]
-    return {
-        **_mean_scores(test_runs),
-        "iou_std": float(np.std([run["iou"] for run in test_runs])),
+    metrics = {key: over_runs([run[key] for run in test_runs]) for key in test_runs[0]}
+    selection = {
         "share": best,
         "val_iou": val_scores["iou"],
         "val_iou_by_share": {str(share): candidates[share][0]["iou"] for share in config.shares},
     }
+    return metrics, selection
 
 
 # --- the whole evaluation ------------------------------------------------------------------------------
+
+
+def row_key(row: str, k: int) -> str:
+    """The report's row: `row` trained with the first `k` real defects."""
+    return f"{row}@k={k}"
+
+
+def rows_of(config: AugmentationEvalConfig) -> dict[str, str | None]:
+    """The rows `config` asks for (each with the method it adds), real_only first."""
+    return {row: method for row, method in ROWS.items() if method is None or method in config.methods}
 
 
 def _relative(new: float | None, base: float | None) -> float | None:
     if new is None or base is None or not math.isfinite(new) or not math.isfinite(base) or base == 0:
         return None
     return (new - base) / base
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return None if not math.isfinite(float(value)) else round(float(value), 6)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 def _generators_for(generators: DefectGenerators | Mapping[int, DefectGenerators], k: int) -> DefectGenerators:
@@ -326,6 +324,26 @@ def _generators_for(generators: DefectGenerators | Mapping[int, DefectGenerators
     return generators[k]
 
 
+def _kid_metrics(kid: dict[str, float]) -> dict[str, Stat]:
+    return {"kid": single(kid["kid_mean"]), "kid_subset_sd": single(kid["kid_std"])}
+
+
+def _diversity_metrics(extractor: FeatureExtractor, crops: torch.Tensor, seed: int) -> dict[str, Stat]:
+    return {
+        "feature_distance": single(feature_diversity(extractor(crops), seed=seed)),
+        "ssim_diversity": single(ssim_diversity(crops, seed=seed)),
+    }
+
+
+def _gains(rows: dict[str, dict[str, Stat]], config: AugmentationEvalConfig) -> None:
+    """Add each synthetic row's relative gain over real_only at the same k (from the means)."""
+    for k in config.real_counts:
+        base = rows[row_key("real_only", k)]
+        for row in list(rows_of(config))[1:]:
+            metrics = rows[row_key(row, k)]
+            metrics.update({f"{key}_gain": single(_relative(metrics[key]["mean"], base[key]["mean"])) for key in GAIN_METRICS})
+
+
 def evaluate_augmentation(
     store: ArtifactStore,
     config: AugmentationEvalConfig,
@@ -334,16 +352,10 @@ def evaluate_augmentation(
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> dict:
-    """The downstream report of `config.dataset` (see the module docstring). `generators` is one set
-    of published models for every k, or one per k (models trained on only those k real defects).
-
-    Returns a JSON-able dict: `rows` {row: {str(k): scores}} for real_only, real_plus_A, real_plus_B;
-    (each `tuned_row`); `relative_gain` {row: {str(k): {score: (row - real_only) / real_only}}}; `realism`
-    {"A"|"B"|"real_train": {str(k): KID}}; `diversity` {"A"|"B": {str(k): ...}, "real_test": ...};
-    `feature_extractor`, `diversity_measures`, `settings` (every seed, count and budget) and `seconds`.
-    `device` is where the segmenters train; the generators sample wherever the caller put them.
-    `progress` shows a bar of the segmenter trainings on stderr.
-    """
+    """The downstream report of `config.dataset` (see the module docstring for its rows and metrics).
+    `generators` is one set of published models for every k, or one per k (models trained on only
+    those k real defects). `device` is where the segmenters train; the generators sample wherever the
+    caller put them. `progress` shows a bar of the segmenter trainings on stderr."""
     started = time.monotonic()
     names = ("train_normal", "train_defect", *config.validation, "test_normal", "test_defect")
     split = {name: read_product_split(store, config.dataset, name) for name in names}
@@ -351,8 +363,8 @@ def evaluate_augmentation(
     for method in config.methods:
         for k in config.real_counts:
             chosen = _generators_for(generators, k)
-            if method == "B" and (chosen.normal_unet is None or chosen.normal_config is None):
-                raise InvalidInput("approach B needs the normal-manifold DDPM (normal_unet and normal_config)")
+            if method == "conditioned_ddpm" and (chosen.normal_unet is None or chosen.normal_config is None):
+                raise InvalidInput("conditioned_ddpm needs the normal-manifold DDPM (normal_unet and normal_config)")
     size = split["train_normal"].image.shape[-1]
     crop = config.crop_size or size // 2
     normals = unit_float(split["train_normal"].image)
@@ -374,22 +386,20 @@ def evaluate_augmentation(
     )
     extractor = FeatureExtractor(classifier)
 
-    rows: dict[str, dict] = {row: {} for row, method in ROWS.items() if method is None or method in config.methods}
-    realism: dict[str, dict] = {method: {} for method in (*config.methods, "real_train")}
-    diversity: dict[str, Any] = {method: {} for method in config.methods}
-    diversity["real_test"] = {
-        "feature_distance": feature_diversity(extractor(held_out_crops), seed=config.seed),
-        "ssim_diversity": ssim_diversity(held_out_crops, seed=config.seed),
-    }
-    cache_b: dict[int, SyntheticSet] = {}
-    trainings = len(config.real_counts) * len(rows) * len(config.shares) * config.repeats
+    rows: dict[str, dict[str, Stat]] = {}
+    selection: dict[str, dict[str, Any]] = {}
+    kid_subset_size: dict[str, int] = {}
+    held_out_diversity = _diversity_metrics(extractor, held_out_crops, config.seed)
+    cache_conditioned: dict[int, SyntheticSet] = {}
+    trainings = len(config.real_counts) * len(rows_of(config)) * len(config.shares) * config.repeats
     bar = tqdm(total=trainings, desc="defect segmenters", unit="run", disable=not progress)
     for k in config.real_counts:
         chosen = _generators_for(generators, k)
         real_k = (real_images[:k], real_masks[:k])
         train = (np.concatenate([real_k[0], normals]), np.concatenate([real_k[1], empty]))  # every row's real pool
+        real_kid = None
         if k >= 2:
-            realism["real_train"][str(k)] = kernel_inception_distance(
+            real_kid = kernel_inception_distance(
                 extractor, held_out_crops, defect_crops(*real_k, crop), subsets=config.kid_subsets, seed=config.seed
             )
         synthetic: dict[str, SyntheticSet] = {}
@@ -405,11 +415,11 @@ def evaluate_augmentation(
             min_pixels=config.min_mask_pixels,
         )
         picks = pick_normals(config.synthetic_count, len(normals), config.seed)
-        if "A" in config.methods:
-            synthetic["A"] = synthesize_a(normals, masks, picks, real_appearances(*real_k))
-        if "B" in config.methods:  # independent of k unless the models are: drawn once per model set
-            if id(chosen) not in cache_b:
-                cache_b[id(chosen)] = synthesize_b(
+        if "mask_blend" in config.methods:
+            synthetic["mask_blend"] = synthesize_mask_blend(normals, masks, picks, real_appearances(*real_k))
+        if "conditioned_ddpm" in config.methods:  # independent of k unless the models are: drawn once per model set
+            if id(chosen) not in cache_conditioned:
+                cache_conditioned[id(chosen)] = synthesize_conditioned_ddpm(
                     chosen.normal_unet,
                     chosen.normal_config,
                     chosen.encoder,
@@ -420,53 +430,62 @@ def evaluate_augmentation(
                     sampler=config.sampler,
                     steps=config.sample_steps,
                 )
-            synthetic["B"] = cache_b[id(chosen)]
-        for row, method in ROWS.items():
-            if row not in rows:
-                continue
+            synthetic["conditioned_ddpm"] = cache_conditioned[id(chosen)]
+        for row, method in rows_of(config).items():
             made = None if method is None else (synthetic[method].image, synthetic[method].mask)
-            scores = tuned_row(train, made, val, test, config, device, bar)
-            scores["train_real_defects"], scores["train_normals"] = k, len(normals)
-            scores["train_synthetic"] = 0 if method is None else config.synthetic_count
-            rows[row][str(k)] = scores
+            rows[row_key(row, k)], selection[row_key(row, k)] = tuned_row(train, made, val, test, config, device, bar)
+        realism = {"real_only": real_kid} if real_kid is not None else {}
+        diversity: dict[str, dict[str, Stat]] = {}
         for method, made in synthetic.items():
             crops = defect_crops(made.image, made.mask, crop)
-            realism[method][str(k)], diversity[method][str(k)] = realism_and_diversity(extractor, crops, held_out_crops, config)
+            realism[f"real_plus_{method}"] = kernel_inception_distance(
+                extractor, held_out_crops, crops, subsets=config.kid_subsets, seed=config.seed
+            )
+            diversity[f"real_plus_{method}"] = _diversity_metrics(extractor, crops, config.seed)
+        for row, kid in realism.items():
+            rows[row_key(row, k)].update({**_kid_metrics(kid), **diversity.get(row, {})})
+            kid_subset_size[row_key(row, k)] = kid["subset_size"]
 
     bar.close()
-    gains = {
-        row: {
-            str(k): {
-                key: _relative(rows[row][str(k)][key], rows["real_only"][str(k)][key])
-                for key in ("iou", "mean_image_iou", "pixel_auroc")
-            }
-            for k in config.real_counts
-        }
-        for row in rows
-        if row != "real_only"
-    }
-    versions = {str(k): dict(_generators_for(generators, k).versions) for k in config.real_counts}
-    report = {
-        "rows": rows,
-        "relative_gain": gains,
-        "realism": realism,
-        "diversity": diversity,
-        "feature_extractor": FEATURE_EXTRACTOR,
-        "realism_measure": "KID (torchmetrics KernelInceptionDistance, custom feature extractor) against crops of test_defect",
-        "diversity_measures": DIVERSITY_MEASURES,
-        "settings": {
-            **dataclasses.asdict(config),
-            "image_size": size,
-            "crop_size": crop,
-            "held_out": {name: len(split[name]) for name in ("test_defect", "test_normal")},
-            "validation_images": {name: len(split[name]) for name in config.validation},
-            "share_knob": {"real_only": "segmenter.defect_fraction", "real_plus_A/B": "segmenter.synthetic_fraction"},
-            "train_normal": len(normals),
+    _gains(rows, config)
+    rows["held_out_real"] = held_out_diversity
+    protocol = {
+        "dataset": config.dataset,
+        "splits": {
+            "train": {"train_defect": f"the first k of {len(split['train_defect'])}", "train_normal": len(normals)},
+            "selection": {name: len(split[name]) for name in config.validation},
+            "scored": {name: len(split[name]) for name in ("test_defect", "test_normal")},
+        },
+        "seeds": {
+            "segmenter": [config.segmenter.seed + repeat for repeat in range(config.repeats)],
+            "synthesis": config.seed,
+        },
+        "budget": {
+            "segmenter": dataclasses.asdict(config.segmenter),
             "segmenter_steps": config.segmenter.epochs * config.segmenter.steps_per_epoch,
-            "encoder": {str(k): _generators_for(generators, k).encoder is not None for k in config.real_counts},
-            "model_versions": versions,
+            "real_defects": list(config.real_counts),
+            "synthetic_defects": config.synthetic_count,
+            "train_normal": len(normals),
+            "image_size": size,
             "device": str(device),
         },
+        "selection": {
+            "knob": SHARE_KNOBS,
+            "candidates": list(config.shares),
+            "criterion": "the best mean IoU on the val splits over the repeats",
+            "rows": selection,
+        },
+        "realism": {
+            "measure": REALISM_MEASURE,
+            "feature_extractor": FEATURE_EXTRACTOR,
+            "crop_size": crop,
+            "subsets": config.kid_subsets,
+            "subset_size": kid_subset_size,
+        },
+        "diversity": DIVERSITY_MEASURES,
+        "models": {str(k): dict(_generators_for(generators, k).versions) for k in config.real_counts},
+        "encoder": {str(k): _generators_for(generators, k).encoder is not None for k in config.real_counts},
+        "config": dataclasses.asdict(config),
         "seconds": time.monotonic() - started,
     }
-    return _json_safe(report)
+    return evaluation_report(protocol, rows)

@@ -1,5 +1,5 @@
 """`twinray eval segmentation`: per-class Dice of the anatomy segmenter on held-out phantoms (also each
-epoch's checkpoint score in training)."""
+epoch's checkpoint score in training), in the shared report shape (twinray.shared.evaluation.report)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 from twinray.shared.data.anatomy import ANATOMY_CLASSES
 from twinray.shared.data.phantoms.dataset import PhantomSegmentationDataset, read_phantom_split
 from twinray.shared.evaluation.metrics import per_image_class_dice, summarise_dice
+from twinray.shared.evaluation.report import Stat, evaluation_report, published_protocol, single
 from twinray.shared.models.segmentation.network import segmenter_from_weights
 from twinray.shared.platform.config import Settings
 from twinray.shared.platform.registry import ModelRegistry
@@ -35,16 +36,20 @@ def as_tensors(dataset: PhantomSegmentationDataset) -> tuple[torch.Tensor, torch
     return torch.stack(images), torch.stack(labels)
 
 
-def evaluate_split(model: torch.nn.Module, store: ArtifactStore, dataset: str, split: str = "test") -> dict:
-    """Dice of `model` on a stored phantom split, with what was measured."""
+def dice_metrics(scores: dict) -> dict[str, Stat]:
+    """`evaluate_dice`'s scores as report metrics: `mean_dice`, then `dice_<class>` (one run each)."""
+    per_class = {f"dice_{name}": single(value) for name, value in scores["per_class"].items()}
+    return {"mean_dice": single(scores["mean_dice"]), **per_class}
+
+
+def evaluate_split(
+    model: torch.nn.Module, store: ArtifactStore, dataset: str, split: str = "test", *, models: dict | None = None
+) -> dict:
+    """Dice of `model` on a stored phantom split, in the shared report shape (`models`: {name: version})."""
     images, labels = as_tensors(PhantomSegmentationDataset(read_phantom_split(store, dataset, split)))
-    return {
-        "dataset": dataset,
-        "split": split,
-        "images": len(images),
-        "image_size": list(images.shape[-2:]),
-        **evaluate_dice(model, images, labels),
-    }
+    scored = {"dataset": dataset, "split": split, "images": len(images), "image_size": list(images.shape[-2:])}
+    rows = {MODEL_NAME: dice_metrics(evaluate_dice(model, images, labels))}
+    return evaluation_report(published_protocol(scored, models or {}), rows)
 
 
 def evaluate_published(
@@ -54,4 +59,4 @@ def evaluate_published(
     registry = ModelRegistry(open_store(settings))
     loaded = registry.load(MODEL_NAME, registry.resolve(MODEL_NAME, version))
     model = segmenter_from_weights(loaded.config, loaded.weights)
-    return {"model": {"name": MODEL_NAME, "version": loaded.version}, **evaluate_split(model, registry.store, dataset, split)}
+    return evaluate_split(model, registry.store, dataset, split, models={MODEL_NAME: loaded.version})

@@ -1,4 +1,4 @@
-"""One yardstick for every healthy-twin model (the CycleGAN translator, the anatomy-conditioned
+"""One yardstick for every healthy-twin model (the matching-pairs translator, the anatomy-conditioned
 generator): held-out phantoms, whose true twins and lesion masks are known, scored the same way
 during training (each epoch's checkpoint score) and by `twinray eval normal-synthesis`."""
 

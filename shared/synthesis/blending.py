@@ -1,20 +1,18 @@
-"""Approach A's blending: draw a defect inside a sampled mask on a normal image, with the appearance
-of one of the few REAL defects, so the synthetic image comes with an exact mask.
+"""The blending of `mask_blend` (approach A of the original work): draw a defect inside a sampled mask
+on a normal image, with the appearance of one of the few REAL defects, so the synthetic image comes
+with an exact mask.
 
 A real defect's appearance is its residual: the defect image minus the surface that would be there
 without it (scikit-image's biharmonic inpainting of the defect region from its surroundings). The
 residual is carried over pixel by pixel, never interpolated: both masks are centred on their
 centroids and scaled by their spread, and every target pixel takes the residual of the nearest
 real-defect pixel in those coordinates. So a thin crack's darkness fills a blob and a stain's
-brightness a scratch, at full contrast; an earlier version resized the residual onto the target's
-bounding box, whose anti-aliasing washed thin defects out (a 1 px scratch's appearance on a 1 px
-wide mask became invisible; k = 5 real defects: IoU gain -39% -> +5%). Scaling by the spread rather
-than keeping the real defect's size maps a long target's ends to the real defect's ends, not all
-to its faint rim (+14% -> +15%). The residual is optionally
-faded to zero over `feather_px` pixels inside the mask boundary and added: Poisson (seamless)
-cloning of a change that is zero on the boundary reduces to adding it, so this is seamless blending
-without the 8-bit round trip of OpenCV's `seamlessClone`. Every pixel outside the mask stays exactly
-as it was. The default is no feathering: the real defects have sharp edges where they are sharp,
+brightness a scratch, at full contrast: resizing the residual instead washes thin defects out, and
+scaling by the spread maps a long target's ends to the real defect's ends, not all to its faint rim
+(docs/decisions/0204-appearance-pixel-by-pixel.md). The residual is optionally faded to zero over
+`feather_px` pixels inside the mask boundary and added: Poisson (seamless) cloning of a change that
+is zero on the boundary reduces to adding it, so this is seamless blending without the 8-bit round
+trip of OpenCV's `seamlessClone`. Every pixel outside the mask stays exactly as it was. The default is no feathering: the real defects have sharp edges where they are sharp,
 and a fade over thin masks would draw defects the mask claims but the eye cannot see.
 """
 

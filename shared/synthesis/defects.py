@@ -1,11 +1,12 @@
 """Drawing synthetic defects with exact masks, shared by the DefectGeneration service and the
 downstream evaluation (shared/evaluation/defect_augmentation.py): masks from the mask DDPM, normal images to
-draw on, and the two ways of drawing a defect inside a mask.
+draw on, and the two ways of drawing a defect inside a mask (METHODS, as DefectMethod names them).
 
-- Approach A (mask manifold + blending): the appearance of one of the few real defects is blended
-  into the sampled mask (twinray.shared.synthesis.blending).
-- Approach B (normal manifold + conditioning encoder): the frozen normal-manifold DDPM inpaints the
-  mask, steered by the defect encoder (twinray.shared.models.defect_encoder.network; no encoder = plain RePaint).
+- `mask_blend` (approach A of the original work: mask manifold + blending): the appearance of one of
+  the few real defects is blended into the sampled mask (twinray.shared.synthesis.blending).
+- `conditioned_ddpm` (approach B: normal manifold + conditioning encoder): the frozen normal-manifold
+  DDPM inpaints the mask, steered by the defect encoder (twinray.shared.models.defect_encoder.network;
+  no encoder = plain RePaint).
 Both keep every pixel outside the mask exactly as it was on the normal image.
 """
 
@@ -30,18 +31,20 @@ from twinray.shared.platform.registry import ModelRegistry
 from twinray.shared.platform.storage.base import ArtifactStore
 from twinray.shared.synthesis.blending import DefectAppearance, blend_defect, defect_appearance
 
+METHODS = ("mask_blend", "conditioned_ddpm")
+
 
 @dataclasses.dataclass
 class DefectGenerators:
-    """The published models both approaches sample with, already loaded by the caller."""
+    """The published models both methods sample with, already loaded by the caller."""
 
     mask_unet: nn.Module
     mask_config: DiffusionConfig
-    normal_unet: nn.Module | None = None  # approach B only
+    normal_unet: nn.Module | None = None  # conditioned_ddpm only
     normal_config: DiffusionConfig | None = None
     encoder: nn.Module | None = None  # None = plain RePaint with the normal-manifold DDPM
     versions: dict[str, str] = dataclasses.field(default_factory=dict)  # for the report, e.g. {"defect-masks": "3"}
-    # Approach A's sources: the real defects the mask DDPM was trained on (empty when their dataset is gone)
+    # mask_blend's sources: the real defects the mask DDPM was trained on (empty when their dataset is gone)
     appearances: list[DefectAppearance] = dataclasses.field(default_factory=list)
 
     def to(self, device: torch.device | str) -> DefectGenerators:
@@ -66,11 +69,11 @@ def training_appearances(store: ArtifactStore, training: dict) -> list[DefectApp
 def load_generators(
     store: ArtifactStore, *, masks: str = "latest", normal: str = "", encoder: str = "latest"
 ) -> DefectGenerators:
-    """The published models by version ("latest" or a number), and approach A's real appearances.
+    """The published models by version ("latest" or a number), and mask_blend's real appearances.
 
     The normal-manifold DDPM is the one the encoder was trained to steer (recorded in its config)
     unless `normal` names one; an encoder steering another DDPM than its own draws noise. With no
-    `defect-encoder` published (or `encoder=""`), approach B is plain RePaint with the latest (or
+    `defect-encoder` published (or `encoder=""`), conditioned_ddpm is plain RePaint with the latest (or
     the named) normal-manifold DDPM, and the report says so."""
     registry = ModelRegistry(store)
 
@@ -158,11 +161,11 @@ def pick_normals(count: int, available: int, seed: int) -> np.ndarray:
 
 
 def real_appearances(images: np.ndarray, masks: np.ndarray) -> list[DefectAppearance]:
-    """Approach A's sources: the appearance of each real defect (float images (k,S,S), masks)."""
+    """mask_blend's sources: the appearance of each real defect (float images (k,S,S), masks)."""
     return [defect_appearance(image, mask) for image, mask in zip(images, masks)]
 
 
-def synthesize_a(
+def synthesize_mask_blend(
     normals: np.ndarray,
     masks: np.ndarray,
     normal_index: np.ndarray,
@@ -170,13 +173,11 @@ def synthesize_a(
     *,
     feather_px: float = 0.0,
 ) -> SyntheticSet:
-    """Approach A: mask i drawn on normals[normal_index[i]] with the appearance of real defect i mod k;
-    pixels outside the mask are the normal image's, exactly. (Tried and dropped, k = 5, N = 100:
-    turning the appearances and varying their contrast by +-30%, IoU gain +5% without, -14% with;
-    giving each mask the real defect nearest in shape (log area, elongation), val IoU 0.35 vs 0.43
-    in turn, 3 seeds: realism up, usefulness down. So they are used as they are, in turn.)"""
+    """mask_blend: mask i drawn on normals[normal_index[i]] with the appearance of real defect i mod k;
+    pixels outside the mask are the normal image's, exactly. The appearances are used as they are, in
+    turn: varying or matching them looked more real and helped less (docs/decisions/0203-real-appearances-as-they-are.md)."""
     if not appearances:
-        raise InvalidInput("approach A needs at least one real defect appearance")
+        raise InvalidInput("mask_blend needs at least one real defect appearance")
     images = [
         blend_defect(normals[n], mask, appearances[i % len(appearances)], feather_px=feather_px)
         for i, (mask, n) in enumerate(zip(masks, normal_index))
@@ -184,7 +185,7 @@ def synthesize_a(
     return SyntheticSet(np.stack(images).astype(np.float32), masks.copy(), normal_index.copy())
 
 
-def synthesize_b(
+def synthesize_conditioned_ddpm(
     unet: nn.Module,
     config: DiffusionConfig,
     encoder: nn.Module | None,
@@ -197,7 +198,7 @@ def synthesize_b(
     steps: int | None = 50,
     batch: int = 16,
 ) -> SyntheticSet:
-    """Approach B: mask i inpainted on normals[normal_index[i]] by the normal-manifold DDPM steered by
+    """conditioned_ddpm: mask i inpainted on normals[normal_index[i]] by the normal-manifold DDPM steered by
     `encoder` (None: plain RePaint). When the DDPM's size differs from the images', it works on the
     image area-resized to its size with the mask dilated to cover every touched pixel, and its result
     is resized back; the full-size mask then decides, so pixels outside it stay exactly normal."""

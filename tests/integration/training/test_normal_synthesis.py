@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from twinray.shared.evaluation.normal_synthesis import evaluate_published
+from twinray.shared.evaluation.report import check_shape
 from twinray.shared.models.normal_synthesis.network import normal_synthesizer_from_weights
 from twinray.shared.platform.registry import ModelRegistry
 from twinray.shared.platform.storage import open_store
@@ -46,11 +47,14 @@ def test_evaluation_compares_with_the_translator_on_held_out_phantoms(
     trained_normal_synthesizer, phantom_dataset, twinray_settings
 ):
     report = evaluate_published(twinray_settings, version=str(trained_normal_synthesizer.version), dataset=phantom_dataset)
-    assert report["anatomy_prior"]["model"] == {"name": "normal-synthesis", "version": trained_normal_synthesizer.version}
-    assert report["cyclegan"]["model"]["name"] == "matching-pairs"
-    assert report["split"] == "test" and report["abnormal_images"] + report["normal_images"] == 8
-    for name in ("cyclegan", "anatomy_prior"):
-        result = report[name]
+    check_shape(report)
+    models = report["protocol"]["models"]
+    assert models["normal-synthesis"] == trained_normal_synthesizer.version and "matching-pairs" in models
+    scored = report["protocol"]["splits"]["scored"]
+    assert scored["split"] == "test" and scored["abnormal_images"] + scored["normal_images"] == 8
+    assert list(report["rows"]) == ["matching_pairs", "normal_synthesis"]
+    for name, result in report["rows"].items():
+        assert all(stat["sd"] == 0.0 and stat["n"] == 1 for stat in result.values())  # one published version each
         for metric in ("ssim", "anatomy_dice", "residual_in_lesion", "residual_auroc"):
-            assert 0.0 <= result[metric] <= 1.0, (name, metric)
-        assert result["l1_to_twin"] >= 0.0 and result["identity_change"] >= 0.0 and result["psnr"] > 0
+            assert 0.0 <= result[metric]["mean"] <= 1.0, (name, metric)
+        assert result["l1_to_twin"]["mean"] >= 0.0 and result["identity_change"]["mean"] >= 0.0 and result["psnr"]["mean"] > 0

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from twinray.services.cli.main import main
+from twinray.shared.evaluation.report import check_shape
 from twinray.shared.evaluation.segmentation import evaluate_published, evaluate_split
 from twinray.shared.models.segmentation.network import AnatomySegmenter, SegmenterConfig
 from twinray.shared.platform.registry import ModelRegistry
@@ -31,14 +32,22 @@ def test_training_beats_an_untrained_network(trained_segmenter, twinray_settings
     loaded = ModelRegistry(open_store(twinray_settings)).load("segmentation", trained_segmenter.version)
     untrained_model = AnatomySegmenter(SegmenterConfig.from_dict(loaded.config))
     untrained = evaluate_split(untrained_model, open_store(twinray_settings), phantom_dataset)
-    assert trained["mean_dice"] > untrained["mean_dice"] + 0.1
+
+    def mean_dice(report: dict) -> float:
+        return report["rows"]["segmentation"]["mean_dice"]["mean"]
+
+    assert mean_dice(trained) > mean_dice(untrained) + 0.1
+    assert trained["protocol"]["models"] == {"segmentation": trained_segmenter.version}
 
 
-def test_eval_cli_prints_one_json_object(trained_segmenter, phantom_dataset, capsys):
+def test_eval_cli_prints_the_shared_report_on_its_last_line(trained_segmenter, phantom_dataset, capsys):
     assert main(["eval", "segmentation", "--json", "--dataset", phantom_dataset]) == 0
-    report = json.loads(capsys.readouterr().out)
-    assert set(report["per_class"]) >= {"lung_right", "lung_left", "heart"}
-    assert 0.0 <= report["mean_dice"] <= 1.0
+    report = json.loads(capsys.readouterr().out.splitlines()[-1])
+    check_shape(report)
+    metrics = report["rows"]["segmentation"]
+    assert set(metrics) >= {"mean_dice", "dice_lung_right", "dice_lung_left", "dice_heart"}
+    assert 0.0 <= metrics["mean_dice"]["mean"] <= 1.0 and metrics["mean_dice"]["n"] == 1
+    assert report["protocol"]["splits"]["scored"]["images"] == 8
 
 
 def test_checkpoints_and_the_published_version_land_in_s3(ray_cluster, moto_s3, twinray_settings, tmp_path):

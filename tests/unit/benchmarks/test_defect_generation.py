@@ -38,4 +38,4 @@ def test_quick_run_writes_a_report_with_every_cell_and_ratio(tmp_path, monkeypat
         }
     assert report["settings"]["ddpm_steps_timed"] == 2 and report["settings"]["ddpm_scaled_to"] == 1000
     markdown = (tmp_path / "defect_generation.md").read_text()
-    assert "| mask DDPM (A) | 32 | DDPM-1000 |" in markdown and "DDIM speed-up" in markdown
+    assert "| mask DDPM (mask_blend) | 32 | DDPM-1000 |" in markdown and "DDIM speed-up" in markdown

@@ -16,11 +16,12 @@ def test_defect_galleries_draw_each_method_over_grpc(
 ):
     store = open_store(twinray_settings)
     figures = defect_galleries(serve_channel, store, tmp_path, dataset=product_dataset)
-    assert [path.name for path in figures] == ["defects_A.png", "defects_B.png"]
+    assert [path.name for path in figures] == ["defects_mask_blend.png", "defects_conditioned_ddpm.png"]
     for path in figures:
         with Image.open(path) as image:
             assert image.size[1] > 100 * GALLERY_CASES and np.asarray(image).std() > 0
         assert store.get_bytes(f"reports/demo/{path.name}") == path.read_bytes()
     printed = capsys.readouterr().out
     assert printed.count("outside the mask unchanged: True") == 2 * GALLERY_CASES
-    assert "A served by defect-masks v" in printed and "B served by" in printed and "normal-manifold v" in printed
+    assert "mask_blend served by defect-masks v" in printed and "conditioned_ddpm served by" in printed
+    assert "normal-manifold v" in printed

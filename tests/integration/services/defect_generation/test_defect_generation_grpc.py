@@ -1,5 +1,5 @@
 """DefectGeneration over Ray Serve's real gRPC ingress (the app of services/serve_config.yaml) with the
-session's DDPMs trained on Ray: masks, approaches A and B, every bad input's status, and a dataset job
+session's DDPMs trained on Ray: masks, mask_blend and conditioned_ddpm, every bad input's status, and a dataset job
 that is interrupted and resumed."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from twinray.v1 import common_pb2
 from twinray.v1 import defect_generation_pb2 as pb
 
 pytestmark = pytest.mark.integration
-A, B = pb.DEFECT_METHOD_MASK_BLEND, pb.DEFECT_METHOD_CONDITIONED_DDPM
+MASK_BLEND, CONDITIONED_DDPM = pb.DEFECT_METHOD_MASK_BLEND, pb.DEFECT_METHOD_CONDITIONED_DDPM
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +61,9 @@ def test_sample_masks(channel, trained_mask_ddpm):
     assert answer.provenance.seed > 0 and len(answer.provenance.trace_id) == 32
 
 
-def test_approach_a_on_the_callers_image_and_mask(channel, normal_png):
+def test_mask_blend_on_the_callers_image_and_mask(channel, normal_png):
     request = pb.SynthesizeDefectRequest(
-        method=A,
+        method=MASK_BLEND,
         normal_image=common_pb2.Image(png=normal_png),
         mask=mask_message(square(32, 8, 20)),
         sampling=pb.SamplingOptions(seed=4),
@@ -75,8 +75,8 @@ def test_approach_a_on_the_callers_image_and_mask(channel, normal_png):
     assert answer.provenance.seed == 4
 
 
-def test_approach_b_with_a_sampled_normal_and_mask(channel, trained_normal_manifold):
-    answer = synthesize_defect(channel, pb.SynthesizeDefectRequest(method=B, sampling=pb.SamplingOptions(steps=3)))
+def test_conditioned_ddpm_with_a_sampled_normal_and_mask(channel, trained_normal_manifold):
+    answer = synthesize_defect(channel, pb.SynthesizeDefectRequest(method=CONDITIONED_DDPM, sampling=pb.SamplingOptions(steps=3)))
     assert_equal_outside_the_mask(answer, 16)
     assert ("normal-manifold", str(trained_normal_manifold.version)) in [(m.name, m.version) for m in answer.provenance.models]
 
@@ -105,7 +105,7 @@ BAD = {
     ),
     "method unset": (dict(method=0), grpc.StatusCode.INVALID_ARGUMENT, "method is unset: choose DEFECT_METHOD_MASK_BLEND"),
     "steps out of range": (
-        dict(method=B, sampling=pb.SamplingOptions(steps=500)),
+        dict(method=CONDITIONED_DDPM, sampling=pb.SamplingOptions(steps=500)),
         grpc.StatusCode.INVALID_ARGUMENT,
         "steps 500 is out of range: the normal-manifold DDPM takes 1..50",
     ),
@@ -120,7 +120,7 @@ BAD = {
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_synthesize_requests_get_a_precise_status_and_one_line(channel, normal_png, case):
     fields, code, message = BAD[case]
-    valid = dict(method=A, normal_image=common_pb2.Image(png=normal_png), mask=mask_message(square(32, 4, 9)))
+    valid = dict(method=MASK_BLEND, normal_image=common_pb2.Image(png=normal_png), mask=mask_message(square(32, 4, 9)))
     request = pb.SynthesizeDefectRequest(**{**valid, **fields})
     with pytest.raises(grpc.RpcError) as info:
         synthesize_defect(channel, request)
@@ -150,9 +150,13 @@ JOB = 6
 
 
 def _job(name: str, **fields) -> pb.GenerateDatasetRequest:
-    """Method B with 20 DDIM steps."""
+    """conditioned_ddpm with 20 DDIM steps."""
     return pb.GenerateDatasetRequest(
-        name=name, count=fields.pop("count", JOB), method=B, sampling=pb.SamplingOptions(steps=20, seed=31), **fields
+        name=name,
+        count=fields.pop("count", JOB),
+        method=CONDITIONED_DDPM,
+        sampling=pb.SamplingOptions(steps=20, seed=31),
+        **fields,
     )
 
 

@@ -1,5 +1,5 @@
 """The DefectGeneration RPCs in-process (no Serve) with the session's DDPMs trained on Ray: masks,
-approaches A and B, and dataset jobs that resume bit for bit; plus approach B steered by a published
+mask_blend and conditioned_ddpm, and dataset jobs that resume bit for bit; plus conditioned_ddpm steered by a published
 encoder, and the errors that need a store of their own (no Ray)."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from twinray.shared.platform.storage import open_store
 from twinray.v1 import common_pb2
 from twinray.v1 import defect_generation_pb2 as pb
 
-A, B = pb.DEFECT_METHOD_MASK_BLEND, pb.DEFECT_METHOD_CONDITIONED_DDPM
+MASK_BLEND, CONDITIONED_DDPM = pb.DEFECT_METHOD_MASK_BLEND, pb.DEFECT_METHOD_CONDITIONED_DDPM
 
 
 @pytest.fixture(scope="module")
@@ -85,10 +85,10 @@ def test_sample_masks_are_binary_reproducible_and_name_model_and_seed(servicer, 
     assert picked.provenance.seed > 0 and picked.masks[0].height == 16  # the model's own size
 
 
-def test_approach_a_blends_inside_the_callers_mask_only(servicer, normal_u16):
+def test_mask_blend_blends_inside_the_callers_mask_only(servicer, normal_u16):
     mask = square_mask(32, 10, 20)
     request = pb.SynthesizeDefectRequest(
-        method=A,
+        method=MASK_BLEND,
         normal_image=common_pb2.Image(png=encode_png_u16(normal_u16)),
         mask=mask_png(mask),
         sampling=pb.SamplingOptions(seed=9),
@@ -102,8 +102,8 @@ def test_approach_a_blends_inside_the_callers_mask_only(servicer, normal_u16):
     assert answer.provenance.seed == 9
 
 
-def test_approach_b_samples_normal_and_mask_when_none_is_given_and_a_seed_reproduces_it(servicer):
-    request = pb.SynthesizeDefectRequest(method=B, sampling=pb.SamplingOptions(steps=3, seed=21))
+def test_conditioned_ddpm_samples_normal_and_mask_when_none_is_given_and_a_seed_reproduces_it(servicer):
+    request = pb.SynthesizeDefectRequest(method=CONDITIONED_DDPM, sampling=pb.SamplingOptions(steps=3, seed=21))
     answer = asyncio.run(servicer.synthesize(request))
     check_answer(answer, 16)  # the normal-manifold's size
     again = asyncio.run(servicer.synthesize(request))
@@ -114,9 +114,12 @@ def test_approach_b_samples_normal_and_mask_when_none_is_given_and_a_seed_reprod
     ("request_fields", "message"),
     [
         (dict(), "method is unset"),
-        (dict(method=A, sampling=pb.SamplingOptions(steps=51)), "steps 51 is out of range: the normal-manifold DDPM takes 1..50"),
-        (dict(method=A, sampling=pb.SamplingOptions(seed=2**63)), "seed 9223372036854775808 is too large"),
-        (dict(method=B, mask=mask_png(square_mask(24, 2, 5))), "mask is 24x24 but the normal image is 16x16"),
+        (
+            dict(method=MASK_BLEND, sampling=pb.SamplingOptions(steps=51)),
+            "steps 51 is out of range: the normal-manifold DDPM takes 1..50",
+        ),
+        (dict(method=MASK_BLEND, sampling=pb.SamplingOptions(seed=2**63)), "seed 9223372036854775808 is too large"),
+        (dict(method=CONDITIONED_DDPM, mask=mask_png(square_mask(24, 2, 5))), "mask is 24x24 but the normal image is 16x16"),
     ],
 )
 def test_bad_synthesize_requests_say_what_to_fix(servicer, request_fields, message):
@@ -126,7 +129,7 @@ def test_bad_synthesize_requests_say_what_to_fix(servicer, request_fields, messa
 
 def _job(name: str, count: int = 5, **fields) -> pb.GenerateDatasetRequest:
     sampling = pb.SamplingOptions(steps=2, seed=fields.pop("seed", 77))
-    return pb.GenerateDatasetRequest(name=name, count=count, method=fields.pop("method", A), sampling=sampling, **fields)
+    return pb.GenerateDatasetRequest(name=name, count=count, method=fields.pop("method", MASK_BLEND), sampling=sampling, **fields)
 
 
 def test_an_interrupted_job_resumes_to_the_uninterrupted_jobs_samples_and_repairs_a_broken_one(servicer, twinray_settings):
@@ -158,12 +161,12 @@ def test_an_interrupted_job_resumes_to_the_uninterrupted_jobs_samples_and_repair
 
 def test_a_job_draws_on_a_normal_dataset_and_each_sample_is_reproduced_by_synthesize(servicer, twinray_settings, product_dataset):
     store = open_store(twinray_settings)
-    stream(servicer, _job("inproc-on-products", count=3, method=B, normal_dataset=product_dataset))
+    stream(servicer, _job("inproc-on-products", count=3, method=CONDITIONED_DDPM, normal_dataset=product_dataset))
     generated = read_generated_dataset(store, "inproc-on-products")
     normals = read_product_split(store, product_dataset, "train_normal").image
     np.testing.assert_array_equal(generated.normal, normals[generated.normal_index])
     request = pb.SynthesizeDefectRequest(
-        method=B,
+        method=CONDITIONED_DDPM,
         normal_image=common_pb2.Image(png=encode_png_u16(generated.normal[2])),
         sampling=pb.SamplingOptions(steps=2, seed=int(generated.seed[2])),
     )
@@ -176,7 +179,7 @@ def test_a_job_with_other_parameters_or_on_another_kind_of_dataset_is_refused(se
     with pytest.raises(InvalidInput, match=r"dataset 'inproc-fixed' exists with other parameters: count 2 \(asked 3\)"):
         stream(servicer, _job("inproc-fixed", count=3))
     with pytest.raises(InvalidInput, match=r"method 'A' \(asked 'B'\), seed 77 \(asked 78\)"):
-        stream(servicer, _job("inproc-fixed", count=2, method=B, seed=78))
+        stream(servicer, _job("inproc-fixed", count=2, method=CONDITIONED_DDPM, seed=78))
     with pytest.raises(InvalidInput, match="dataset 'test-products' exists and is not a generated defect dataset"):
         stream(servicer, _job(product_dataset))
     with pytest.raises(InvalidInput, match="a dataset holds 1..100000 samples"):
@@ -210,7 +213,7 @@ def own_store(tmp_path, tiny_ddpm) -> Settings:
     return settings
 
 
-def _b_request(method: int = B, **fields) -> pb.SynthesizeDefectRequest:
+def _conditioned_request(method: int = CONDITIONED_DDPM, **fields) -> pb.SynthesizeDefectRequest:
     normal = (np.arange(16 * 16, dtype=np.uint16).reshape(16, 16) * 200).astype(np.uint16)
     return pb.SynthesizeDefectRequest(
         method=method,
@@ -221,31 +224,33 @@ def _b_request(method: int = B, **fields) -> pb.SynthesizeDefectRequest:
     )
 
 
-def test_approach_b_is_steered_by_the_encoder_trained_on_its_normal_manifold(own_store):
+def test_conditioned_ddpm_is_steered_by_the_encoder_trained_on_its_normal_manifold(own_store):
     servicer = DefectGenerationServicer(own_store, normal_version="1")
-    steered = asyncio.run(servicer.synthesize(_b_request()))
+    steered = asyncio.run(servicer.synthesize(_conditioned_request()))
     check_answer(steered, 16)
     assert [(m.name, m.version) for m in steered.provenance.models] == [
         ("defect-masks", "1"),
         ("normal-manifold", "1"),
         ("defect-encoder", "1"),
     ]
-    on_v2 = asyncio.run(servicer.synthesize(_b_request(models=pb.DefectModels(normal=common_pb2.ModelRef(version="2")))))
+    on_v2 = asyncio.run(
+        servicer.synthesize(_conditioned_request(models=pb.DefectModels(normal=common_pb2.ModelRef(version="2"))))
+    )
     assert [m.name for m in on_v2.provenance.models] == ["defect-masks", "normal-manifold"]  # no encoder for v2: RePaint
     plain_v1 = DefectGenerationServicer(own_store, normal_version="1", encoder_version="none")
-    assert asyncio.run(plain_v1.synthesize(_b_request())).image_png != steered.image_png
+    assert asyncio.run(plain_v1.synthesize(_conditioned_request())).image_png != steered.image_png
     mismatched = pb.DefectModels(normal=common_pb2.ModelRef(version="2"), encoder=common_pb2.ModelRef(version="1"))
     with pytest.raises(InvalidInput, match="defect-encoder v1 steers normal-manifold v1, not v2"):
-        asyncio.run(servicer.synthesize(_b_request(models=mismatched)))
+        asyncio.run(servicer.synthesize(_conditioned_request(models=mismatched)))
     with pytest.raises(NotFound, match="model 'normal-manifold' has no version 9"):
         servicer.models.repin({"normal-manifold": "9"})  # what the deployment's user_config does
-    assert asyncio.run(servicer.synthesize(_b_request())).provenance.models == steered.provenance.models  # kept
+    assert asyncio.run(servicer.synthesize(_conditioned_request())).provenance.models == steered.provenance.models  # kept
     servicer.models.repin({"normal-manifold": "2"})
-    repinned = asyncio.run(servicer.synthesize(_b_request()))
+    repinned = asyncio.run(servicer.synthesize(_conditioned_request()))
     assert [(m.name, m.version) for m in repinned.provenance.models] == [("defect-masks", "1"), ("normal-manifold", "2")]
 
 
-def test_approach_a_without_its_real_defects_is_a_failed_precondition(own_store):
+def test_mask_blend_without_its_real_defects_is_a_failed_precondition(own_store):
     servicer = DefectGenerationServicer(own_store)
     with pytest.raises(FailedPrecondition, match="method A has no real defects to blend"):
-        asyncio.run(servicer.synthesize(_b_request(method=A)))
+        asyncio.run(servicer.synthesize(_conditioned_request(method=MASK_BLEND)))

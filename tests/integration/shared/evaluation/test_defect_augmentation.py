@@ -19,6 +19,7 @@ from twinray.shared.evaluation.defect_augmentation import (
     train_defect_segmenter,
     tuned_row,
 )
+from twinray.shared.evaluation.report import check_shape
 from twinray.shared.platform.errors import InvalidInput
 from twinray.shared.platform.storage import open_store
 from twinray.shared.synthesis.defects import DefectGenerators
@@ -55,15 +56,16 @@ def test_tuned_row_keeps_the_share_best_on_validation_and_averages_its_repeats()
     train, val, test = _squares(24, 0), _squares(8, 2), _squares(8, 1)
     budget = SegmenterBudget(channels=(8, 16), epochs=2, steps_per_epoch=10, batch_size=8, learning_rate=3e-3, seed=4)
     config = AugmentationEvalConfig(segmenter=budget, shares=(0.25, 1.0), repeats=2)
-    row = tuned_row(train, None, val, test, config, "cpu")
-    by_share = row["val_iou_by_share"]
+    metrics, selection = tuned_row(train, None, val, test, config, "cpu")
+    by_share = selection["val_iou_by_share"]
     assert (
-        row["share"] == max(config.shares, key=lambda share: by_share[str(share)])
-        and row["val_iou"] == by_share[str(row["share"])]
+        selection["share"] == max(config.shares, key=lambda share: by_share[str(share)])
+        and selection["val_iou"] == by_share[str(selection["share"])]
     )
-    chosen = [dataclasses.replace(budget, defect_fraction=row["share"], seed=budget.seed + r) for r in range(2)]
+    chosen = [dataclasses.replace(budget, defect_fraction=selection["share"], seed=budget.seed + r) for r in range(2)]
     test_ious = [score_segmenter(train_defect_segmenter(*train, b), *test)["iou"] for b in chosen]
-    assert row["iou"] == pytest.approx(np.mean(test_ious)) and row["iou_std"] == pytest.approx(np.std(test_ious))
+    assert metrics["iou"] == {"mean": pytest.approx(np.mean(test_ious)), "sd": pytest.approx(np.std(test_ious)), "n": 2}
+    assert set(metrics) == {"iou", "mean_image_iou", "pixel_auroc", "normal_false_alarm_rate"}
     assert test_ious[0] != test_ious[1]  # the repeats are different seeds
     with pytest.raises(InvalidInput, match="shares"):
         AugmentationEvalConfig(shares=(0.0,)).validate(20)
@@ -85,28 +87,42 @@ def test_evaluate_augmentation_end_to_end(twinray_settings, product_dataset, tin
     generators = DefectGenerators(make(0), tiny, make(1), tiny, encoder=None, versions={"defect-masks": "untrained"})
     report = evaluate_augmentation(open_store(twinray_settings), config, generators)
     assert json.loads(json.dumps(report, allow_nan=False)) == report  # strict JSON
-    assert set(report["rows"]) == {"real_only", "real_plus_A", "real_plus_B"}
-    for row in report["rows"].values():
-        assert set(row) == {"2", "3"}
-        for scores in row.values():
-            assert 0.0 <= scores["iou"] <= 1.0 and 0.0 <= scores["pixel_auroc"] <= 1.0
-            assert scores["share"] in config.shares and set(scores["val_iou_by_share"]) == {str(s) for s in config.shares}
-            assert scores["iou_std"] == 0.0  # one repeat
-    assert (
-        report["rows"]["real_plus_A"]["3"]["train_synthetic"] == 4 and report["rows"]["real_only"]["3"]["train_real_defects"] == 3
-    )
-    assert set(report["relative_gain"]) == {"real_plus_A", "real_plus_B"}
-    assert set(report["relative_gain"]["real_plus_B"]["2"]) == {"iou", "mean_image_iou", "pixel_auroc"}
-    for method in ("A", "B", "real_train"):
-        assert set(report["realism"][method]) == {"2", "3"} and "kid_mean" in report["realism"][method]["2"]
-    for method in ("A", "B"):
-        assert set(report["diversity"][method]["3"]) == {"feature_distance", "ssim_diversity"}
-    assert "CropClassifier" in report["feature_extractor"] and report["diversity_measures"]
-    settings = report["settings"]
-    assert settings["seed"] == 5 and settings["synthetic_count"] == 4 and settings["real_counts"] == [2, 3]
-    assert settings["segmenter"]["epochs"] == 2 and settings["image_size"] == 32 and settings["crop_size"] == 16
-    assert settings["model_versions"]["2"] == {"defect-masks": "untrained"} and settings["encoder"] == {"2": False, "3": False}
-    assert settings["validation_images"] == {"val_defect": 6, "val_normal": 6}
+    check_shape(report)
+    rows = report["rows"]
+    synthetic = [f"real_plus_{method}@k={k}" for k in (2, 3) for method in ("mask_blend", "conditioned_ddpm")]
+    assert list(rows) == [
+        "real_only@k=2",
+        *synthetic[:2],
+        "real_only@k=3",
+        *synthetic[2:],
+        "held_out_real",
+    ]
+    scores = {"iou", "mean_image_iou", "pixel_auroc", "normal_false_alarm_rate"}
+    realism, gains = {"kid", "kid_subset_sd"}, {"iou_gain", "mean_image_iou_gain", "pixel_auroc_gain"}
+    for k in (2, 3):
+        assert set(rows[f"real_only@k={k}"]) == scores | realism  # KID of the k real train defects
+    for row in synthetic:
+        assert set(rows[row]) == scores | realism | gains | {"feature_distance", "ssim_diversity"}
+        base = rows[f"real_only@k={row[-1]}"]["iou"]["mean"]
+        assert rows[row]["iou_gain"]["mean"] == pytest.approx((rows[row]["iou"]["mean"] - base) / base)
+    assert set(rows["held_out_real"]) == {"feature_distance", "ssim_diversity"}
+    for row, metrics in rows.items():
+        if row != "held_out_real":
+            assert 0.0 <= metrics["iou"]["mean"] <= 1.0 and 0.0 <= metrics["pixel_auroc"]["mean"] <= 1.0
+            assert metrics["iou"]["sd"] == 0.0 and metrics["iou"]["n"] == 1  # one repeat
+    protocol = report["protocol"]
+    selection = protocol["selection"]["rows"]
+    assert set(selection) == set(rows) - {"held_out_real"}
+    for chosen in selection.values():
+        assert chosen["share"] in config.shares and set(chosen["val_iou_by_share"]) == {str(s) for s in config.shares}
+    assert protocol["seeds"] == {"segmenter": [0], "synthesis": 5}
+    assert protocol["budget"]["real_defects"] == [2, 3] and protocol["budget"]["synthetic_defects"] == 4
+    assert protocol["budget"]["segmenter"]["epochs"] == 2 and protocol["budget"]["image_size"] == 32
+    assert protocol["splits"]["selection"] == {"val_defect": 6, "val_normal": 6}
+    assert protocol["splits"]["scored"] == {"test_defect": 8, "test_normal": 8}
+    assert "CropClassifier" in protocol["realism"]["feature_extractor"] and protocol["realism"]["crop_size"] == 16
+    assert protocol["models"]["2"] == {"defect-masks": "untrained"} and protocol["encoder"] == {"2": False, "3": False}
+    assert protocol["config"]["seed"] == 5 and protocol["config"]["methods"] == ["mask_blend", "conditioned_ddpm"]
     with pytest.raises(InvalidInput, match="train_defect split has 5"):
         evaluate_augmentation(
             open_store(twinray_settings), AugmentationEvalConfig(dataset=product_dataset, real_counts=(5, 20)), generators
@@ -116,7 +132,7 @@ def test_evaluate_augmentation_end_to_end(twinray_settings, product_dataset, tin
 @pytest.mark.integration
 def test_cli_evaluates_the_published_models(trained_mask_ddpm, trained_normal_manifold, product_dataset, capsys):
     """`twinray eval defect-augmentation --json` loads the latest published DDPMs (here without the
-    encoder: plain RePaint) and prints the documented report."""
+    encoder: plain RePaint) and prints the report in the shared shape on its last line."""
     from twinray.services.cli.main import main
 
     argv = [
@@ -132,12 +148,19 @@ def test_cli_evaluates_the_published_models(trained_mask_ddpm, trained_normal_ma
         "3",
         "--encoder-version",
         "",
+        "--shares",
+        "0.5",  # one candidate a row: each segmenter trains the full 500 steps
         "--json",
     ]
     assert main(argv) == 0
-    report = json.loads(capsys.readouterr().out)
-    assert set(report["rows"]) == {"real_only", "real_plus_A", "real_plus_B"}
-    assert all(0.0 <= report["rows"][row]["2"]["iou"] <= 1.0 for row in report["rows"])
-    assert report["settings"]["model_versions"]["2"]["defect-masks"] == str(trained_mask_ddpm.version)
-    assert "defect-encoder" not in report["settings"]["model_versions"]["2"]
+    report = json.loads(capsys.readouterr().out.splitlines()[-1])
+    check_shape(report)
+    rows = ["real_only@k=2", "real_plus_mask_blend@k=2", "real_plus_conditioned_ddpm@k=2"]
+    assert list(report["rows"]) == [*rows, "held_out_real"]
+    assert all(0.0 <= report["rows"][row]["iou"]["mean"] <= 1.0 for row in rows)
+    assert report["protocol"]["models"]["2"]["defect-masks"] == str(trained_mask_ddpm.version)
+    assert "defect-encoder" not in report["protocol"]["models"]["2"]
+    assert report["protocol"]["selection"]["candidates"] == [0.5]
+    assert main([*argv, "--methods", "mask_blend"]) == 0
+    assert list(json.loads(capsys.readouterr().out.splitlines()[-1])["rows"]) == [*rows[:2], "held_out_real"]
     assert main([*argv, "--k", "99"]) == 2  # more real defects than the split holds: a one-line error

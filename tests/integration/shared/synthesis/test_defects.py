@@ -1,5 +1,5 @@
-"""Drawing synthetic defects: sampled masks are binary, non-empty and reproducible, and both
-approaches keep the normal image outside the mask exactly."""
+"""Drawing synthetic defects: sampled masks are binary, non-empty and reproducible, and both methods
+(mask_blend, conditioned_ddpm) keep the normal image outside the mask exactly."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from twinray.shared.synthesis.defects import (
     pick_normals,
     real_appearances,
     sample_masks,
-    synthesize_a,
-    synthesize_b,
+    synthesize_conditioned_ddpm,
+    synthesize_mask_blend,
     training_appearances,
     unit_float,
 )
@@ -28,7 +28,7 @@ def product_arrays(twinray_settings, product_dataset):
     return {split: read_product_split(store, product_dataset, split) for split in ("train_normal", "train_defect")}
 
 
-def test_approach_a_keeps_the_normal_outside_nonempty_masks(product_arrays, tiny_ddpm):
+def test_mask_blend_keeps_the_normal_outside_nonempty_masks(product_arrays, tiny_ddpm):
     tiny, make = tiny_ddpm
     normals = unit_float(product_arrays["train_normal"].image)
     real = product_arrays["train_defect"]
@@ -36,7 +36,7 @@ def test_approach_a_keeps_the_normal_outside_nonempty_masks(product_arrays, tiny
     assert masks.shape == (6, 32, 32) and masks.dtype == bool and (masks.sum(axis=(1, 2)) >= 3).all()
     assert np.array_equal(masks, sample_masks(make(0), tiny, 6, 32, seed=2, steps=4, min_pixels=3))
     picks = pick_normals(6, len(normals), seed=2)
-    made = synthesize_a(normals, masks, picks, real_appearances(unit_float(real.image[:2]), real.mask[:2]))
+    made = synthesize_mask_blend(normals, masks, picks, real_appearances(unit_float(real.image[:2]), real.mask[:2]))
     assert made.image.shape == (6, 32, 32) and made.image.dtype == np.float32
     for image, mask, pick in zip(made.image, made.mask, made.normal_index):
         assert np.array_equal(image[~mask], normals[pick][~mask])
@@ -46,7 +46,7 @@ def test_approach_a_keeps_the_normal_outside_nonempty_masks(product_arrays, tiny
 
 
 @pytest.mark.parametrize("with_encoder", [False, True])
-def test_approach_b_keeps_the_normal_outside_exactly(product_arrays, with_encoder, tiny_ddpm):
+def test_conditioned_ddpm_keeps_the_normal_outside_exactly(product_arrays, with_encoder, tiny_ddpm):
     tiny, make = tiny_ddpm
     normals = unit_float(product_arrays["train_normal"].image)
     masks = np.zeros((3, 32, 32), bool)
@@ -55,7 +55,7 @@ def test_approach_b_keeps_the_normal_outside_exactly(product_arrays, with_encode
     masks[2, 15, 15] = True  # one pixel: still a defect after the DDPM's 16 px grid
     encoder = DefectEncoder(DefectEncoderConfig(), tiny) if with_encoder else None
     picks = np.array([0, 5, 7])
-    made = synthesize_b(make(1), tiny, encoder, normals, masks, picks, seed=3, steps=3, batch=2)
+    made = synthesize_conditioned_ddpm(make(1), tiny, encoder, normals, masks, picks, seed=3, steps=3, batch=2)
     assert made.image.shape == (3, 32, 32) and np.array_equal(made.mask, masks)
     for image, mask, pick in zip(made.image, masks, picks):
         assert np.array_equal(image[~mask], normals[pick][~mask])

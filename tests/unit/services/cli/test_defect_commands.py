@@ -13,7 +13,7 @@ from twinray.services.cli.main import build_parser, main
 from twinray.shared.data.products.dataset import read_product_manifest, read_product_split
 from twinray.shared.platform.config import Settings
 from twinray.shared.platform.storage import open_store
-from twinray.training import ddpm, defect_encoder
+from twinray.training import ddpm, defect_encoder, harness
 
 
 def test_every_defect_command_parses_with_product_defaults():
@@ -65,34 +65,32 @@ def test_data_products_writes_the_dataset_into_the_store(tmp_path, monkeypatch, 
 
 @pytest.fixture
 def calls(monkeypatch) -> dict:
+    """The configs `twinray train` hands to the harness, by the name of the spec it picked."""
     recorded: dict = {}
 
-    def record(name: str):
-        def fake(settings, config):
-            recorded[name] = config
-            ref = types.SimpleNamespace(key=f"models/{name}/3/manifest.json")
-            return types.SimpleNamespace(name=name, version=3, manifest_ref=ref)
+    def fake(spec, settings, config):
+        recorded[spec.name] = config
+        ref = types.SimpleNamespace(key=f"models/{spec.name}/3/manifest.json")
+        return types.SimpleNamespace(name=spec.name, version=3, manifest_ref=ref)
 
-        return fake
-
-    monkeypatch.setattr(ddpm, "train_ddpm", record("ddpm"))
-    monkeypatch.setattr(defect_encoder, "train_defect_encoder", record("defect-encoder"))
+    monkeypatch.setattr(harness, "train_and_publish", fake)
     return recorded
 
 
 def test_train_defect_masks_and_normal_manifold_pick_their_target_and_splits(calls, capsys):
     assert main(["train", "defect-masks", "--real-count", "5", "--epochs", "4", "--lr", "0.002"]) == 0
-    config = calls["ddpm"]
+    config = calls["defect-masks"]
     assert (config.target, config.train_split, config.val_split) == ("mask", "train_defect", "val_defect")
     assert (config.dataset, config.real_count, config.epochs, config.learning_rate) == ("products", 5, 4, 0.002)
     assert config.batch_size == ddpm.DdpmTrainConfig().batch_size and config.model == ddpm.TARGET_DEFAULTS["mask"]["model"]
     assert main(["train", "defect-masks", "--image-size", "32"]) == 0
-    assert calls["ddpm"].model.image_size == 32 and calls["ddpm"].epochs == ddpm.TARGET_DEFAULTS["mask"]["epochs"]
+    assert calls["defect-masks"].model.image_size == 32 and calls["defect-masks"].epochs == ddpm.TARGET_DEFAULTS["mask"]["epochs"]
     assert main(["train", "normal-manifold", "--dataset", "mine", "--workers", "2", "--gpus"]) == 0
-    config = calls["ddpm"]
+    config = calls["normal-manifold"]
     assert (config.target, config.train_split, config.val_split) == ("image", "train_normal", "val_normal")
     assert (config.dataset, config.workers, config.use_gpu, config.real_count) == ("mine", 2, True, 0)
     assert config.model == ddpm.TARGET_DEFAULTS["image"]["model"]
+    assert "published normal-manifold version 3" in capsys.readouterr().out
 
 
 def test_train_defect_encoder_passes_the_frozen_ddpm_version_and_real_count(calls, capsys):

@@ -20,13 +20,13 @@ def test_defect_gallery_has_a_row_per_synthetic_case(tmp_path):
     mask = np.zeros((32, 32), bool)
     mask[10:20, 12:18] = True
     case = {"normal": rng.random((32, 32)), "mask": mask, "image": rng.random((32, 32))}
-    one = defect_gallery([case], [{"image": rng.random((32, 32)), "mask": mask}], "A", tmp_path / "one.png")
-    three = defect_gallery([case] * 3, [{"image": rng.random((32, 32)), "mask": mask}], "A", tmp_path / "three.png")
+    one = defect_gallery([case], [{"image": rng.random((32, 32)), "mask": mask}], "mask_blend", tmp_path / "one.png")
+    three = defect_gallery([case] * 3, [{"image": rng.random((32, 32)), "mask": mask}], "mask_blend", tmp_path / "three.png")
     (w1, h1), (w3, h3) = _png_size(one), _png_size(three)
     assert w1 == w3 and h3 > 2.5 * h1
     assert not list(tmp_path.glob("*.tmp.png"))
     with pytest.raises(ValueError, match="at least one"):
-        defect_gallery([], [], "A", tmp_path / "none.png")
+        defect_gallery([], [], "mask_blend", tmp_path / "none.png")
 
 
 def test_twin_and_segmentation_figures(tmp_path):

@@ -1,4 +1,4 @@
-"""Approach A's blending keeps the mask exact and carries the real defect's appearance over."""
+"""mask_blend's blending keeps the mask exact and carries the real defect's appearance over."""
 
 from __future__ import annotations
 
