@@ -36,6 +36,7 @@ from twinray.shared.models.components.diffusion import (
     sample,
 )
 from twinray.shared.platform.config import Settings
+from twinray.shared.platform.imaging.unit_range import to_unit
 from twinray.shared.platform.registry import ModelVersion
 from twinray.shared.platform.storage import ArtifactStore
 from twinray.training import harness
@@ -102,7 +103,7 @@ def training_images(arrays: ProductArrays, target: Target, size: int, count: int
     if target == "mask":
         data = torch.from_numpy(arrays.mask[arrays.defect_rows()].astype(np.float32))
     else:
-        data = torch.from_numpy(arrays.image.astype(np.float32) / 65535.0)
+        data = torch.from_numpy(to_unit(arrays.image))
     if count:
         data = data[:count]
     if not len(data):

@@ -29,6 +29,7 @@ from twinray.shared.evaluation.segmentation import evaluate_published as evaluat
 from twinray.shared.platform.config import Settings
 from twinray.shared.platform.errors import NotFound
 from twinray.shared.platform.imaging import decode_label_png, decode_png, encode_float01_png16
+from twinray.shared.platform.imaging.unit_range import to_unit
 from twinray.shared.platform.registry import ModelRegistry
 from twinray.shared.platform.storage import ArtifactStore, open_store
 from twinray.shared.synthesis.pseudo_pairs import write_pseudo_pairs
@@ -65,7 +66,7 @@ def _published_or_trained(registry: ModelRegistry, name: str, train: Callable[[]
 
 def _image_message(test: PhantomArrays, index: int) -> common_pb2.Image:
     spacing = common_pb2.PixelSpacing(row_mm=test.spacing_mm, col_mm=test.spacing_mm)
-    return common_pb2.Image(png=encode_float01_png16(test.image[index] / 65535.0), spacing=spacing)
+    return common_pb2.Image(png=encode_float01_png16(to_unit(test.image[index], np.float64)), spacing=spacing)
 
 
 def _segmentation_cases(channel: grpc.Channel, test: PhantomArrays, out_dir: Path, store: ArtifactStore) -> Path:
@@ -73,7 +74,7 @@ def _segmentation_cases(channel: grpc.Channel, test: PhantomArrays, out_dir: Pat
     for i in tqdm(range(DEMO_CASES), desc="gRPC Segment", unit="image"):
         response = segment(channel, _image_message(test, i))
         pred = decode_label_png(response.label_map.png)
-        cases.append((test.image[i] / 65535.0, test.anatomy[i], pred, _dice(pred, test.anatomy[i])))
+        cases.append((to_unit(test.image[i], np.float64), test.anatomy[i], pred, _dice(pred, test.anatomy[i])))
     served = response.provenance.models[0]
     lung = {a.name: a.area_mm2 for a in response.areas}
     print(f"      served by {served.name} v{served.version}; case Dice " + ", ".join(f"{c[3]:.3f}" for c in cases))
@@ -92,7 +93,7 @@ def _twin_cases(channel: grpc.Channel, test: PhantomArrays, out_dir: Path, store
         energy = np.square(residual)
         cases.append(
             {
-                "image": test.image[i] / 65535.0,
+                "image": to_unit(test.image[i], np.float64),
                 "anatomy": decode_label_png(response.anatomy.png),
                 "twin": decode_png(response.twin_png).pixels,
                 "residual": residual,

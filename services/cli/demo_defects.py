@@ -21,9 +21,9 @@ from twinray.services.defect_generation.client import synthesize_defect
 from twinray.shared.data.products.dataset import read_product_split, write_product_dataset
 from twinray.shared.platform.config import Settings
 from twinray.shared.platform.imaging import decode_png, encode_float01_png16
+from twinray.shared.platform.imaging.unit_range import to_unit
 from twinray.shared.platform.registry import ModelRegistry
 from twinray.shared.platform.storage import ArtifactStore
-from twinray.shared.synthesis.defects import unit_float
 from twinray.training import ddpm, defect_encoder
 from twinray.v1 import common_pb2
 from twinray.v1 import defect_generation_pb2 as pb
@@ -66,14 +66,14 @@ def defect_galleries(channel: grpc.Channel, store: ArtifactStore, out_dir: Path,
     (masks sampled by the server, seeds fixed), and a gallery PNG per method beside held-out real defects."""
     normals = read_product_split(store, dataset, "test_normal")
     real = read_product_split(store, dataset, "test_defect")
-    real_cases = [{"image": image, "mask": mask} for image, mask in zip(unit_float(real.image[:GALLERY_CASES]), real.mask)]
+    real_cases = [{"image": image, "mask": mask} for image, mask in zip(to_unit(real.image[:GALLERY_CASES]), real.mask)]
     figures = []
     for method, enum in METHODS.items():
         cases = []
         for i in tqdm(range(GALLERY_CASES), desc=f"gRPC Synthesize ({method})", unit="defect"):
             request = pb.SynthesizeDefectRequest(
                 method=enum,
-                normal_image=common_pb2.Image(png=encode_float01_png16(unit_float(normals.image[i]))),
+                normal_image=common_pb2.Image(png=encode_float01_png16(to_unit(normals.image[i]))),
                 sampling=pb.SamplingOptions(seed=i + 1),
             )
             response = synthesize_defect(channel, request)

@@ -33,10 +33,11 @@ from twinray.shared.data.products.dataset import read_product_manifest, read_pro
 from twinray.shared.platform.config import Settings
 from twinray.shared.platform.errors import InvalidInput
 from twinray.shared.platform.imaging import ImageLimits, encode_float01_png16, encode_label_png
+from twinray.shared.platform.imaging.unit_range import to_unit
 from twinray.shared.platform.storage import open_store
 from twinray.shared.platform.storage.base import ArtifactRef, sha256_bytes
 from twinray.shared.platform.telemetry import current_trace_id, server_span
-from twinray.shared.synthesis.defects import DefectGenerators, unit_float
+from twinray.shared.synthesis.defects import DefectGenerators
 from twinray.v1 import common_pb2
 from twinray.v1 import defect_generation_pb2 as pb
 
@@ -220,7 +221,7 @@ class DefectGenerationServicer:
         """Draw sample `index` from its own seed (and normal pick) and store it."""
         seed = dataset.sample_seed(job.spec["seed"], index)
         pick = dataset.normal_pick(seed, len(job.normals)) if job.normals is not None else -1
-        normal = unit_float(job.normals[pick]) if job.normals is not None else None
+        normal = to_unit(job.normals[pick]) if job.normals is not None else None
         drawn = draw(job.generators, job.spec["method"], seed, job.spec["steps"], normal=normal, mask=None)
         data = dataset.sample_bytes(drawn.image, drawn.mask, drawn.normal, seed, pick)
         return self.store.put_bytes(dataset.sample_key(job.spec["name"], index), data)

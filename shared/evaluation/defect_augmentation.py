@@ -69,6 +69,7 @@ from twinray.shared.evaluation.report import Stat, evaluation_report, over_runs,
 from twinray.shared.models.components.diffusion import Sampler
 from twinray.shared.models.segmentation.network import AnatomySegmenter, SegmenterConfig
 from twinray.shared.platform.errors import InvalidInput
+from twinray.shared.platform.imaging.unit_range import to_unit
 from twinray.shared.platform.storage.base import ArtifactStore
 from twinray.shared.synthesis.defects import (
     METHODS,
@@ -80,7 +81,6 @@ from twinray.shared.synthesis.defects import (
     sample_masks,
     synthesize_conditioned_ddpm,
     synthesize_mask_blend,
-    unit_float,
 )
 
 ROWS = {"real_only": None, **{f"real_plus_{method}": method for method in METHODS}}  # row -> the method it adds
@@ -367,15 +367,15 @@ def evaluate_augmentation(
                 raise InvalidInput("conditioned_ddpm needs the normal-manifold DDPM (normal_unet and normal_config)")
     size = split["train_normal"].image.shape[-1]
     crop = config.crop_size or size // 2
-    normals = unit_float(split["train_normal"].image)
-    real_images, real_masks = unit_float(split["train_defect"].image), split["train_defect"].mask
+    normals = to_unit(split["train_normal"].image)
+    real_images, real_masks = to_unit(split["train_defect"].image), split["train_defect"].mask
     val, test = (
-        (np.concatenate([unit_float(split[d].image), unit_float(split[n].image)]), np.concatenate([split[d].mask, split[n].mask]))
+        (np.concatenate([to_unit(split[d].image), to_unit(split[n].image)]), np.concatenate([split[d].mask, split[n].mask]))
         for d, n in (config.validation, ("test_defect", "test_normal"))
     )
     empty = np.zeros_like(split["train_normal"].mask)
 
-    held_out_crops = defect_crops(unit_float(split["test_defect"].image), split["test_defect"].mask, crop)
+    held_out_crops = defect_crops(to_unit(split["test_defect"].image), split["test_defect"].mask, crop)
     k_max = max(config.real_counts)
     classifier = train_crop_classifier(
         defect_crops(real_images[:k_max], real_masks[:k_max], crop),

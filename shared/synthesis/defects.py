@@ -27,6 +27,7 @@ from twinray.shared.data.products.dataset import read_product_split
 from twinray.shared.models.components.diffusion import DiffusionConfig, Sampler, binarise, build_unet, nonempty, sample
 from twinray.shared.models.defect_encoder.network import encoder_from_weights, inpaint_defect
 from twinray.shared.platform.errors import InvalidInput, NotFound
+from twinray.shared.platform.imaging.unit_range import to_unit
 from twinray.shared.platform.registry import ModelRegistry
 from twinray.shared.platform.storage.base import ArtifactStore
 from twinray.shared.synthesis.blending import DefectAppearance, blend_defect, defect_appearance
@@ -63,7 +64,7 @@ def training_appearances(store: ArtifactStore, training: dict) -> list[DefectApp
     except (NotFound, KeyError):
         return []
     rows = arrays.defect_rows(training.get("real_count", 0))
-    return real_appearances(unit_float(arrays.image[rows]), arrays.mask[rows])
+    return real_appearances(to_unit(arrays.image[rows]), arrays.mask[rows])
 
 
 def load_generators(
@@ -102,11 +103,6 @@ class SyntheticSet:
     image: np.ndarray  # float32 (N,S,S) in [0, 1]
     mask: np.ndarray  # bool (N,S,S), non-empty
     normal_index: np.ndarray  # int (N,): the train_normal image each one was drawn on
-
-
-def unit_float(images: np.ndarray) -> np.ndarray:
-    """uint16 images -> float32 in [0, 1]."""
-    return images.astype(np.float32) / 65535.0
 
 
 def device_of(module: nn.Module) -> torch.device:

@@ -9,6 +9,7 @@ import pytest
 from twinray.shared.data.products.dataset import read_product_split
 from twinray.shared.models.defect_encoder.network import DefectEncoder, DefectEncoderConfig
 from twinray.shared.platform.errors import InvalidInput
+from twinray.shared.platform.imaging.unit_range import to_unit
 from twinray.shared.platform.storage import open_store
 from twinray.shared.synthesis.defects import (
     load_generators,
@@ -18,7 +19,6 @@ from twinray.shared.synthesis.defects import (
     synthesize_conditioned_ddpm,
     synthesize_mask_blend,
     training_appearances,
-    unit_float,
 )
 
 
@@ -30,13 +30,13 @@ def product_arrays(twinray_settings, product_dataset):
 
 def test_mask_blend_keeps_the_normal_outside_nonempty_masks(product_arrays, tiny_ddpm):
     tiny, make = tiny_ddpm
-    normals = unit_float(product_arrays["train_normal"].image)
+    normals = to_unit(product_arrays["train_normal"].image)
     real = product_arrays["train_defect"]
     masks = sample_masks(make(0), tiny, 6, 32, seed=2, steps=4, min_pixels=3)
     assert masks.shape == (6, 32, 32) and masks.dtype == bool and (masks.sum(axis=(1, 2)) >= 3).all()
     assert np.array_equal(masks, sample_masks(make(0), tiny, 6, 32, seed=2, steps=4, min_pixels=3))
     picks = pick_normals(6, len(normals), seed=2)
-    made = synthesize_mask_blend(normals, masks, picks, real_appearances(unit_float(real.image[:2]), real.mask[:2]))
+    made = synthesize_mask_blend(normals, masks, picks, real_appearances(to_unit(real.image[:2]), real.mask[:2]))
     assert made.image.shape == (6, 32, 32) and made.image.dtype == np.float32
     for image, mask, pick in zip(made.image, made.mask, made.normal_index):
         assert np.array_equal(image[~mask], normals[pick][~mask])
@@ -48,7 +48,7 @@ def test_mask_blend_keeps_the_normal_outside_nonempty_masks(product_arrays, tiny
 @pytest.mark.parametrize("with_encoder", [False, True])
 def test_conditioned_ddpm_keeps_the_normal_outside_exactly(product_arrays, with_encoder, tiny_ddpm):
     tiny, make = tiny_ddpm
-    normals = unit_float(product_arrays["train_normal"].image)
+    normals = to_unit(product_arrays["train_normal"].image)
     masks = np.zeros((3, 32, 32), bool)
     masks[0, 4:9, 4:12] = True
     masks[1, 20:30, 3:6] = True
