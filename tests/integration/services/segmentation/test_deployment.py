@@ -15,6 +15,7 @@ from twinray.services.common.client import routing_metadata
 from twinray.services.segmentation.client import segment
 from twinray.shared.data.anatomy import ANATOMY_CLASSES
 from twinray.shared.data.phantoms.cxr import render_phantom
+from twinray.shared.platform.config import Settings
 from twinray.shared.platform.imaging import decode_label_png, encode_float01_png16
 from twinray.shared.platform.storage import open_store
 from twinray.shared.platform.telemetry import configure_tracing, current_trace_id, tracer
@@ -62,7 +63,7 @@ def test_uint16_tensor_and_artifact_reference(grpc_channel, twinray_settings):
 
 
 def test_trace_context_from_the_client_reaches_the_server(grpc_channel):
-    configure_tracing(__import__("twinray.shared.platform.config").config.Settings.from_env(), "test-client")
+    configure_tracing(Settings.from_env(), "test-client")
     with tracer().start_as_current_span("client call"):
         sent = current_trace_id()
         response = segment(grpc_channel, common_pb2.Image(png=_phantom_png()))
