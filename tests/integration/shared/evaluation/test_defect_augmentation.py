@@ -4,12 +4,14 @@ the tiny product dataset."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 
 import numpy as np
 import pytest
 import torch
 
+from twinray.shared.evaluation import defect_augmentation
 from twinray.shared.evaluation.defect_augmentation import (
     AugmentationEvalConfig,
     SegmenterBudget,
@@ -130,10 +132,20 @@ def test_evaluate_augmentation_end_to_end(twinray_settings, product_dataset, tin
 
 
 @pytest.mark.integration
-def test_cli_evaluates_the_published_models(trained_mask_ddpm, trained_normal_manifold, product_dataset, capsys):
+def test_cli_evaluates_the_published_models(trained_mask_ddpm, trained_normal_manifold, product_dataset, capsys, monkeypatch):
     """`twinray eval defect-augmentation --json` loads the latest published DDPMs (here without the
-    encoder: plain RePaint) and prints the report in the shared shape on its last line."""
+    encoder: plain RePaint) and prints the report in the shared shape on its last line. The
+    segmenters and the crop classifier get a tiny budget: this checks the wiring, not the scores."""
     from twinray.services.cli.main import main
+
+    tiny = functools.partial(
+        AugmentationEvalConfig,
+        segmenter=SegmenterBudget(channels=(8, 16), epochs=2, steps_per_epoch=3, batch_size=4),
+        classifier_epochs=1,
+        classifier_steps_per_epoch=3,
+        kid_subsets=5,
+    )
+    monkeypatch.setattr(defect_augmentation, "AugmentationEvalConfig", tiny)
 
     argv = [
         "eval",
@@ -148,8 +160,6 @@ def test_cli_evaluates_the_published_models(trained_mask_ddpm, trained_normal_ma
         "3",
         "--encoder-version",
         "",
-        "--shares",
-        "0.5",  # one candidate a row: each segmenter trains the full 500 steps
         "--json",
     ]
     assert main(argv) == 0
@@ -160,7 +170,7 @@ def test_cli_evaluates_the_published_models(trained_mask_ddpm, trained_normal_ma
     assert all(0.0 <= report["rows"][row]["iou"]["mean"] <= 1.0 for row in rows)
     assert report["protocol"]["models"]["2"]["defect-masks"] == str(trained_mask_ddpm.version)
     assert "defect-encoder" not in report["protocol"]["models"]["2"]
-    assert report["protocol"]["selection"]["candidates"] == [0.5]
+    assert report["protocol"]["budget"]["segmenter_steps"] == 6
     assert main([*argv, "--methods", "mask_blend"]) == 0
     assert list(json.loads(capsys.readouterr().out.splitlines()[-1])["rows"]) == [*rows[:2], "held_out_real"]
     assert main([*argv, "--k", "99"]) == 2  # more real defects than the split holds: a one-line error
