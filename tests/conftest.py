@@ -308,7 +308,7 @@ def _tiny_ddpm(target: str, train_split: str, val_split: str):
 
 @pytest.fixture(scope="session")
 def trained_mask_ddpm(ray_cluster: None, product_dataset: str, twinray_settings: Settings):
-    """A real (short) Ray Train run of approach A's mask DDPM, published as `defect-masks`."""
+    """A real (short) Ray Train run of mask_blend's mask DDPM, published as `defect-masks`."""
     from twinray.training.ddpm import train_ddpm
 
     return train_ddpm(twinray_settings, _tiny_ddpm("mask", "train_defect", "val_defect"))
@@ -316,7 +316,7 @@ def trained_mask_ddpm(ray_cluster: None, product_dataset: str, twinray_settings:
 
 @pytest.fixture(scope="session")
 def trained_normal_manifold(ray_cluster: None, product_dataset: str, twinray_settings: Settings):
-    """A real (short) Ray Train run of approach B's normal-surface DDPM, published as `normal-manifold`."""
+    """A real (short) Ray Train run of conditioned_ddpm's normal-surface DDPM, published as `normal-manifold`."""
     from twinray.training.ddpm import train_ddpm
 
     return train_ddpm(twinray_settings, _tiny_ddpm("image", "train_normal", "val_normal"))

@@ -1,8 +1,8 @@
 """Ray Train for the two unconditional DDPMs of defect generation: `twinray train defect-masks`
-(approach A: the manifold of the few real defect MASKS) and `twinray train normal-manifold`
-(approach B: the manifold of NORMAL product surfaces). Same loop, different images.
+(`mask_blend`: the manifold of the few real defect MASKS) and `twinray train normal-manifold`
+(`conditioned_ddpm`: the manifold of NORMAL product surfaces). Same loop, different images.
 
-Scarce data is the point of approach A (5 or 20 real masks), so every batch is drawn with
+Scarce data is the point of `mask_blend` (5 or 20 real masks), so every batch is drawn with
 replacement and augmented by the eight flips and quarter turns (a scratch rotated is still a
 scratch); an epoch is a fixed number of steps, not a pass over the data. The weights published are
 an exponential moving average of the trained ones (Ho et al. 2020, Sec. 4, decay 0.9999 there; lower
@@ -151,7 +151,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
     worker = harness.worker_context(loop_config, DdpmTrainConfig)
     config, device = worker.config, worker.device
-    torch.manual_seed(config.seed)  # same initial weights on every rank
+    torch.manual_seed(worker.shared_seed("weights"))  # same initial weights on every rank
     size, target = config.model.image_size, config.target
     data = training_images(read_product_split(worker.store, config.dataset, config.train_split), target, size, config.real_count)
     val = (
@@ -168,7 +168,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     total = config.epochs * config.steps_per_epoch
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.learning_rate, total_steps=total, pct_start=0.1)
     scheduler = make_scheduler(config.model)
-    draws = torch.Generator().manual_seed(config.seed * 1000 + worker.rank)
+    draws = worker.rank_generator("batches")
 
     for epoch in range(config.epochs):
         unet.train()
@@ -252,8 +252,8 @@ def _spec(target: Target, description: str) -> harness.TrainSpec[DdpmTrainConfig
 
 
 SPECS: dict[str, harness.TrainSpec[DdpmTrainConfig]] = {
-    "mask": _spec("mask", "approach A: DDPM over the few real defect masks"),
-    "image": _spec("image", "approach B: DDPM over normal product surfaces"),
+    "mask": _spec("mask", "mask_blend: DDPM over the few real defect masks"),
+    "image": _spec("image", "conditioned_ddpm: DDPM over normal product surfaces"),
 }
 
 

@@ -1,4 +1,4 @@
-"""Ray Train for approach B's conditioning encoder: `twinray train defect-encoder`.
+"""Ray Train for `conditioned_ddpm`'s encoder: `twinray train defect-encoder`.
 
 The published normal-manifold DDPM is loaded by version and FROZEN; only the DefectEncoder
 (twinray.shared.models.defect_encoder.network, ControlNet-style residuals into the UNet's skips) learns, from the
@@ -99,7 +99,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
     worker = harness.worker_context(loop_config, DefectEncoderTrainConfig)
     config, device = worker.config, worker.device
-    torch.manual_seed(config.seed)  # same initial weights on every rank
+    torch.manual_seed(worker.shared_seed("weights"))  # same initial weights on every rank
     unet, unet_config = frozen_normal_manifold(ModelRegistry(worker.store), config.normal_manifold_version)
     unet = unet.to(device)
     size = unet_config.image_size
@@ -117,7 +117,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     total = config.epochs * config.steps_per_epoch
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.learning_rate, total_steps=total, pct_start=0.1)
     scheduler = make_scheduler(unet_config)
-    draws = torch.Generator().manual_seed(config.seed * 1000 + worker.rank)
+    draws = worker.rank_generator("batches")
 
     def step_loss() -> torch.Tensor:
         batch, mask = (t.to(device) for t in augmented_pairs(images, masks, config.batch_size, draws))
@@ -205,7 +205,7 @@ def card(run: harness.Trained[DefectEncoderTrainConfig]) -> str:
 
 SPEC = harness.TrainSpec(
     name=MODEL_NAME,
-    help="approach B: encoder steering the frozen normal-manifold DDPM to draw defects",
+    help="conditioned_ddpm: encoder steering the frozen normal-manifold DDPM to draw defects",
     config_class=DefectEncoderTrainConfig,
     score=SCORE,
     loop=train_loop,

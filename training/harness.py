@@ -5,7 +5,7 @@ On the driver it prepares the config (inputs checked and versions resolved befor
 (or joins) Ray, points Ray Train's checkpoints at the artifact store (a directory under the local
 store, or the MinIO bucket through pyarrow's S3 filesystem), runs a `TorchTrainer`, and publishes the
 best checkpoint with its card. On each worker `worker_context` gives the loop its typed config, store,
-device and rank.
+device, rank and seeds (`derived_seed` of the config's `seed`, never ad-hoc arithmetic).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import ray.train.torch
 import torch
 from ray.train.torch import TorchTrainer
 
+from twinray.shared.data.dataset_io import derived_seed
 from twinray.shared.platform.config import Settings
 from twinray.shared.platform.ray_runtime import ensure_ray
 from twinray.shared.platform.registry import ModelRegistry, ModelVersion
@@ -188,6 +189,17 @@ class WorkerContext(Generic[C]):
     @property
     def is_rank0(self) -> bool:
         return self.rank == 0
+
+    def shared_seed(self, kind: str, index: int = 0) -> int:
+        """The seed of draw `index` of `kind` (e.g. one epoch's permutation), the same on every rank."""
+        return derived_seed(self.config.seed, "train", kind, index)  # type: ignore[attr-defined]
+
+    def rank_seed(self, kind: str) -> int:
+        """This rank's own seed for `kind` (e.g. initial weights, its batch draws)."""
+        return derived_seed(self.config.seed, "train", f"{kind}/rank", self.rank)  # type: ignore[attr-defined]
+
+    def rank_generator(self, kind: str) -> torch.Generator:
+        return torch.Generator().manual_seed(self.rank_seed(kind))
 
 
 def worker_context(loop_config: dict[str, Any], config_class: type[C]) -> WorkerContext[C]:

@@ -225,7 +225,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
     worker = harness.worker_context(loop_config, MatchingPairsTrainConfig)
     config, device, rank, world = worker.config, worker.device, worker.rank, worker.world_size
-    torch.manual_seed(config.seed)  # same initial weights on every rank (DDP broadcasts them anyway)
+    torch.manual_seed(worker.shared_seed("weights"))  # same initial weights on every rank (DDP broadcasts them anyway)
     abnormal, normal = _domains(read_phantom_split(worker.store, config.dataset, "train"), config.model.input_size)
     val = read_phantom_split(worker.store, config.dataset, "val") if worker.is_rank0 else None
 
@@ -239,7 +239,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, decay) for opt in (opts.generators, opts.discriminators)]
 
     # The critic first learns which real images are diseased, so its first verdicts mean something.
-    draws = torch.Generator().manual_seed(config.seed * 7919 + rank)
+    draws = worker.rank_generator("critic-warmup")
     for _ in range(config.critic_warmup_steps):
         pick_a, pick_n = (torch.randint(len(domain), (config.batch_size,), generator=draws) for domain in (abnormal, normal))
         critic_loss = critic_step(nets, opts.critic, abnormal[pick_a].to(device), normal[pick_n].to(device))
@@ -251,9 +251,11 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             net.train()
         started, sums = time.time(), {}
         # Unpaired: each domain is shuffled with its own permutation, a different one every epoch.
-        batches_a = _epoch_batches(len(abnormal), config.batch_size, seed=config.seed * 7919 + 2 * epoch, rank=rank, world=world)
+        batches_a = _epoch_batches(
+            len(abnormal), config.batch_size, seed=worker.shared_seed("abnormal-order", epoch), rank=rank, world=world
+        )
         batches_n = _epoch_batches(
-            len(normal), config.batch_size, seed=config.seed * 7919 + 2 * epoch + 1, rank=rank, world=world
+            len(normal), config.batch_size, seed=worker.shared_seed("normal-order", epoch), rank=rank, world=world
         )
         for index_a, index_n in list(zip(batches_a, batches_n))[:steps]:
             losses = train_step(

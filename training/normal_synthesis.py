@@ -92,7 +92,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
     worker = harness.worker_context(loop_config, NormalSynthesisTrainConfig)
     config, device = worker.config, worker.device
-    torch.manual_seed(config.seed + worker.rank)
+    torch.manual_seed(worker.rank_seed("torch"))
     seg_model = ModelRegistry(worker.store).load(SEGMENTER_NAME, config.segmentation_version)
     segmenter = segmenter_from_weights(seg_model.config, seg_model.weights).to(device).requires_grad_(False)
     data = _training_tensors(worker.store, config, segmenter, device)
@@ -113,7 +113,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     d_opt = torch.optim.Adam(discriminator.parameters(), lr=config.learning_rate, betas=(0.5, 0.999))
     # Annealed, so the lesion residual settles (docs/decisions/0106-annealed-twin-learning-rate.md).
     schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs * len(loader)) for opt in (g_opt, d_opt)]
-    normals = torch.Generator().manual_seed(config.seed * 1000 + worker.rank)
+    normals = worker.rank_generator("normal-draws")
 
     for epoch in range(config.epochs):
         if worker.world_size > 1:

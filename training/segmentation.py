@@ -46,7 +46,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
     worker = harness.worker_context(loop_config, SegmentationTrainConfig)
     config, device = worker.config, worker.device
-    torch.manual_seed(config.seed + worker.rank)
+    torch.manual_seed(worker.rank_seed("torch"))
     train_set = PhantomSegmentationDataset(read_phantom_split(worker.store, config.dataset, "train"))
     val_images, val_labels = as_tensors(PhantomSegmentationDataset(read_phantom_split(worker.store, config.dataset, "val")))
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
     from twinray.shared.platform.registry import ModelVersion
     from twinray.training.config import TrainConfig
     from twinray.training.harness import TrainSpec
+
+Handler = Callable[[argparse.Namespace, Settings], None]
 
 
 def _data_phantoms(args: argparse.Namespace, settings: Settings) -> None:
@@ -78,24 +82,18 @@ def _train_matching_pairs(args: argparse.Namespace, settings: Settings) -> None:
     print(f"pseudo-pairs {pairs['name']!r} ({counts}): datasets/{pairs['name']}/")
 
 
-def _eval_segmentation(args: argparse.Namespace, settings: Settings) -> None:
-    from twinray.shared.evaluation.segmentation import evaluate_published
+def _eval_published(evaluation: str, printer: Callable[[dict], None]) -> Handler:
+    """A handler that scores a published model with `twinray.shared.evaluation.<evaluation>`."""
 
-    report = evaluate_published(settings, version=args.version, dataset=args.dataset, split=args.split)
-    if args.json:
-        print_json(report)
-    else:
-        print_segmentation_report(report)
+    def handler(args: argparse.Namespace, settings: Settings) -> None:
+        module = importlib.import_module(f"twinray.shared.evaluation.{evaluation}")
+        report = module.evaluate_published(settings, version=args.version, dataset=args.dataset, split=args.split)
+        if args.json:
+            print_json(report)
+        else:
+            printer(report)
 
-
-def _eval_normal_synthesis(args: argparse.Namespace, settings: Settings) -> None:
-    from twinray.shared.evaluation.normal_synthesis import evaluate_published
-
-    report = evaluate_published(settings, version=args.version, dataset=args.dataset, split=args.split)
-    if args.json:
-        print_json(report)
-    else:
-        print_twin_report(report)
+    return handler
 
 
 def _eval_defect_augmentation(args: argparse.Namespace, settings: Settings) -> None:
@@ -259,7 +257,7 @@ def build_parser(*, train_models: bool = True) -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("eval", help="evaluate a published model").add_subparsers(dest="model", required=True)
     seg_eval = _eval_parser(evaluate, "segmentation", "per-class Dice on held-out phantoms")
-    seg_eval.set_defaults(func=_eval_segmentation)
+    seg_eval.set_defaults(func=_eval_published("segmentation", print_segmentation_report))
     synth_eval = _eval_parser(evaluate, "normal-synthesis", "twins vs the true twins, beside the matching-pairs baseline")
     defect_eval = evaluate.add_parser(
         "defect-augmentation", help="defect segmenter: k real vs k real + N synthetic (mask_blend, conditioned_ddpm)"
@@ -282,7 +280,7 @@ def build_parser(*, train_models: bool = True) -> argparse.ArgumentParser:
     defect_eval.add_argument("--device", default="cpu", help="where the generators sample and the segmenters train (cpu, cuda)")
     defect_eval.add_argument("--json", action="store_true", help="print the report as one JSON object, on the last line")
     defect_eval.set_defaults(func=_eval_defect_augmentation)
-    synth_eval.set_defaults(func=_eval_normal_synthesis)
+    synth_eval.set_defaults(func=_eval_published("normal_synthesis", print_twin_report))
 
     up = sub.add_parser("up", help="start Ray + Serve and deploy the services")
     up.add_argument("--config", default=str(SERVE_CONFIG))

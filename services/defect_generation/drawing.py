@@ -1,5 +1,5 @@
 """One synthetic defect from the published generators: request options checked, a normal image and a
-mask sampled when not given, the defect drawn by approach A or B (twinray.shared.synthesis.defects)."""
+mask sampled when not given, the defect drawn by `mask_blend` or `conditioned_ddpm` (twinray.shared.synthesis.defects)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class Drawn:
 def method_of(method: int) -> str:
     """ "A" or "B" from the request's DefectMethod."""
     if method not in METHODS:
-        raise InvalidInput("method is unset: choose DEFECT_METHOD_MASK_BLEND (A) or DEFECT_METHOD_CONDITIONED_DDPM (B)")
+        raise InvalidInput("method is unset: choose DEFECT_METHOD_MASK_BLEND or DEFECT_METHOD_CONDITIONED_DDPM")
     return METHODS[method]
 
 

@@ -53,6 +53,6 @@ class IntegrityError(TwinRayError):
 
 
 class FailedPrecondition(TwinRayError):
-    """The request is fine but the server's state cannot serve it (e.g. approach A's real defects are gone)."""
+    """The request is fine but the server's state cannot serve it (e.g. `mask_blend`'s real defects are gone)."""
 
     code = "FAILED_PRECONDITION"

@@ -1,7 +1,7 @@
 """Denoising diffusion (DDPM, Ho et al. 2020) over one-channel images: the network, its training loss
 and its samplers, shared by both defect-generation approaches.
 
-Approach A learns the manifold of binary defect MASKS with it, approach B the manifold of NORMAL
+`mask_blend` learns the manifold of binary defect MASKS with it, `conditioned_ddpm` the manifold of NORMAL
 product images (then steered by twinray.shared.models.defect_encoder.network). The network is diffusers'
 `UNet2DModel` and the noise schedules are diffusers' `DDPMScheduler` / `DDIMScheduler`: a well-kept
 implementation of the paper, so this file only chooses their sizes, writes the paper's loss and runs

@@ -1,4 +1,4 @@
-"""Approach B's conditioning encoder: steer a FROZEN normal-manifold DDPM to draw a defect inside a
+"""`conditioned_ddpm`'s conditioning encoder: steer a FROZEN normal-manifold DDPM to draw a defect inside a
 given mask, ControlNet-style (Zhang et al. 2023), and keep the normal image outside that mask with
 RePaint-style inpainting (Lugmayr et al. 2022).
 

@@ -143,3 +143,16 @@ def test_worker_context_types_the_config_and_caps_threads_at_the_cores(monkeypat
         torch.set_num_threads(threads)
     assert worker.config == config and (worker.rank, worker.world_size, worker.is_rank0) == (1, 2, False)
     assert isinstance(worker.store, LocalStore) and worker.device == torch.device("cpu")
+
+
+def test_worker_seeds_are_shared_or_per_rank_and_derive_from_the_config_seed(tmp_path):
+    def worker(rank: int, seed: int) -> harness.WorkerContext:
+        return harness.WorkerContext(DdpmTrainConfig(seed=seed), LocalStore(tmp_path, "twinray"), torch.device("cpu"), rank, 2)
+
+    first, second, reseeded = worker(0, 0), worker(1, 0), worker(0, 1)
+    assert first.shared_seed("order", 3) == second.shared_seed("order", 3) != first.shared_seed("order", 4)
+    assert first.shared_seed("order", 3) != first.shared_seed("weights", 3)
+    assert first.rank_seed("batches") != second.rank_seed("batches")
+    assert first.rank_seed("batches") != reseeded.rank_seed("batches")
+    draws = [torch.randint(1000, (8,), generator=w.rank_generator("batches")) for w in (first, worker(0, 0))]
+    assert torch.equal(*draws)

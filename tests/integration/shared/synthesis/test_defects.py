@@ -107,6 +107,6 @@ def test_the_encoder_steers_the_normal_manifold_it_was_trained_with(tmp_path, ti
     )
     paired = load_generators(registry.store)
     assert paired.versions == {"defect-encoder": "1", "defect-masks": "1", "normal-manifold": "1"}
-    assert paired.appearances == []  # the mask model's dataset is gone: approach A has no sources
+    assert paired.appearances == []  # the mask model's dataset is gone: mask_blend has no sources
     assert load_generators(registry.store, encoder="").versions["normal-manifold"] == "2"
     assert load_generators(registry.store, normal="2").versions["normal-manifold"] == "2"
