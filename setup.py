@@ -15,5 +15,5 @@ ROOTS = {
 setup(
     package_dir=ROOTS,
     packages=[f"{name}.{sub}" if sub else name for name, folder in ROOTS.items() for sub in ["", *find_packages(folder)]],
-    package_data={"twinray.services": ["serve_config.yaml"]},
+    package_data={"twinray.services": ["serve_config.yaml"], "twinray.shared.data": ["real_statistics.json"]},
 )

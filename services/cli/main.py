@@ -34,7 +34,7 @@ def _data_phantoms(args: argparse.Namespace, settings: Settings) -> None:
 
     store = open_store(settings)
     splits = {"train": args.train, "val": args.val, "test": args.test}
-    write_phantom_dataset(store, args.name, size=args.size, splits=splits, seed=args.seed)
+    write_phantom_dataset(store, args.name, size=args.size, splits=splits, seed=args.seed, generator=args.generator)
     print(f"dataset {args.name!r}: {store.uri(f'datasets/{args.name}/manifest.json')}")
 
 
@@ -236,6 +236,12 @@ def build_parser(*, train_models: bool = True) -> argparse.ArgumentParser:
     phantoms.add_argument("--name", default=DATASET)
     phantoms.add_argument("--size", type=int, default=256)
     phantoms.add_argument("--seed", type=int, default=0)
+    phantoms.add_argument(
+        "--generator",
+        default="cxr-phantom/1",
+        choices=("cxr-phantom/1", "cxr-phantom/2"),
+        help="cxr-phantom/2: four pathologies, confounders, calibrated on real annotation tables",
+    )
     for split, count in SPLITS.items():
         phantoms.add_argument(f"--{split}", type=int, default=count, help=f"images in the {split} split")
     phantoms.set_defaults(func=_data_phantoms)

@@ -81,9 +81,15 @@ def stored_parameters(manifest: dict, keys: tuple[str, ...]) -> dict:
 
 
 def validated_manifest(
-    store: ArtifactStore, name: str, *, what: str, dataset_format: str, keys: tuple[str, ...], check: Callable[[dict], str]
+    store: ArtifactStore,
+    name: str,
+    *,
+    what: str,
+    dataset_format: str | tuple[str, ...],
+    keys: tuple[str, ...],
+    check: Callable[[dict], str],
 ) -> dict:
-    """The manifest of dataset `name` if it is complete, of `dataset_format`, and `check` (the dataset kind's
+    """The manifest of dataset `name` if it is complete, of (one of) `dataset_format`, and `check` (the dataset kind's
     own test, returning a problem or "") passes; NotFound if it was never completed, else InvalidInput."""
     manifest = read_manifest_json(store, name, what)
     problem = ""
@@ -91,8 +97,8 @@ def validated_manifest(
         problem = "it is not a JSON object"
     elif missing := [key for key in keys if key not in manifest]:
         problem = f"it lacks {', '.join(missing)}"
-    elif manifest["format"] != dataset_format:
-        problem = f"its format is {manifest['format']!r}, this code reads {dataset_format!r}"
+    elif manifest["format"] not in (formats := (dataset_format,) if isinstance(dataset_format, str) else dataset_format):
+        problem = f"its format is {manifest['format']!r}, this code reads {' or '.join(map(repr, formats))}"
     elif not (problem := check(manifest)) and not splits_well_formed(manifest["splits"]):
         problem = "its splits need a count and shards with key, sha256 and count"
     if problem:

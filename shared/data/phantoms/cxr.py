@@ -156,7 +156,7 @@ class PersonParameters:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Person:
+class Person:
     """Identity: the parameters and the random grids of one person."""
 
     params: PersonParameters
@@ -165,16 +165,16 @@ class _Person:
     noise_seed: np.random.SeedSequence
 
 
-def _person(person_seed: int) -> _Person:
+def draw_person(person_seed: int) -> Person:
     """Draw a person; the noise gets its own stream so that adding a parameter keeps the noise."""
     geometry_ss, noise_ss = np.random.SeedSequence(person_seed).spawn(2)
     rng = np.random.Generator(np.random.PCG64(geometry_ss))
     params = PersonParameters.draw(rng)
     grids = rng.standard_normal((5, 5)), rng.standard_normal((40, 40))
-    return _Person(params, *grids, noise_ss)
+    return Person(params, *grids, noise_ss)
 
 
-def _soft(f: np.ndarray, eps: float) -> np.ndarray:
+def soft_inside(f: np.ndarray, eps: float) -> np.ndarray:
     """Inside (f < 0) -> 1, outside -> 0, over a ramp of width `eps` centred on f = 0."""
     return np.minimum(np.maximum(f * (-1.0 / eps) + 0.5, 0.0), 1.0)
 
@@ -205,7 +205,7 @@ def _power(a: np.ndarray, e: float) -> np.ndarray:
     return np.exp(np.log(a) * e)
 
 
-def _fields(p: PersonParameters, x: np.ndarray, y: np.ndarray) -> Fields:
+def person_fields(p: PersonParameters, x: np.ndarray, y: np.ndarray) -> Fields:
     """Signed fields (negative inside, roughly a distance in normalised units) and density profiles.
 
     All float32: scalars are Python floats so that numpy never promotes the arrays to float64.
@@ -270,7 +270,7 @@ def _fields(p: PersonParameters, x: np.ndarray, y: np.ndarray) -> Fields:
     return out
 
 
-def _labels(f: Fields) -> np.ndarray:
+def anatomy_labels(f: Fields) -> np.ndarray:
     """Hard anatomy labels, applied lowest priority first (see twinray.shared.data.anatomy)."""
     labels = np.zeros(f["body"].shape, np.uint8)
     body = f["body"] < 0
@@ -284,7 +284,7 @@ def _labels(f: Fields) -> np.ndarray:
     return labels
 
 
-def _density(p: PersonParameters, f: Fields, vessels: np.ndarray, eps: float) -> np.ndarray:
+def healthy_density(p: PersonParameters, f: Fields, vessels: np.ndarray, eps: float) -> np.ndarray:
     """Healthy projected density (the line integral of attenuation), roughly 0..1.6.
 
     `vessels` is a smooth unit-variance field; its positive part draws the lung markings, densest
@@ -292,7 +292,7 @@ def _density(p: PersonParameters, f: Fields, vessels: np.ndarray, eps: float) ->
     """
 
     def soft(name: str, width: float = eps) -> np.ndarray:
-        return _soft(f[name], width)
+        return soft_inside(f[name], width)
 
     d = p.d_soft * np.sqrt(np.clip(f["body"] * (-1.0 / 0.45), 0.0, 1.0))
     air = f["air_r"] * soft("lung_r") + f["air_l"] * soft("lung_l")
@@ -304,15 +304,15 @@ def _density(p: PersonParameters, f: Fields, vessels: np.ndarray, eps: float) ->
     column = soft("column_sides", 0.04) * soft("above_dome") * soft("column_top", 0.3)
     d += p.d_col * column - p.d_trachea * soft("trachea", 0.03)
     d += p.d_spine * soft("spine", 0.03) * f["vertebrae"]
-    d += p.d_abd * _soft(-f["above_dome"], eps) - p.d_bubble * soft("bubble", 0.03)
+    d += p.d_abd * soft_inside(-f["above_dome"], eps) - p.d_bubble * soft("bubble", 0.03)
     for clavicle in (f["clav_r"], f["clav_l"]):  # a brighter cortical rim
         rim = np.minimum(np.maximum(clavicle * 50.0 + 1.0, 0.0), 1.0)
-        d += p.d_clav * _soft(clavicle, eps) * (0.65 + 0.35 * rim)
+        d += p.d_clav * soft_inside(clavicle, eps) * (0.65 + 0.35 * rim)
     d += p.d_rib * f["ribs"] * soft("cage", 0.08)
     return d * soft("body")
 
 
-def _smooth_field(grid: np.ndarray, rows: np.ndarray, cols: np.ndarray, width: float) -> np.ndarray:
+def smooth_field(grid: np.ndarray, rows: np.ndarray, cols: np.ndarray, width: float) -> np.ndarray:
     """Unit-variance smooth field: Gaussian interpolation of an (n, n) grid of normals spread over
     [-1, 1]^2, evaluated at image coordinates `rows` x `cols` (1-D)."""
 
@@ -324,7 +324,7 @@ def _smooth_field(grid: np.ndarray, rows: np.ndarray, cols: np.ndarray, width: f
     return (weights(rows) @ grid @ weights(cols).T).astype(np.float32)
 
 
-def _grid(p: PersonParameters, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def person_grid(p: PersonParameters, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pixel centres in image coordinates (1-D) and the person coordinates of every pixel."""
     c = ((np.arange(size) + 0.5) * (2.0 / size) - 1.0).astype(np.float32)
     cos, sin, zoom = math.cos(p.rot), math.sin(p.rot), p.zoom
@@ -332,7 +332,7 @@ def _grid(p: PersonParameters, size: int) -> tuple[np.ndarray, np.ndarray, np.nd
     return c, (cos * gx + sin * gy) * (1.0 / zoom), (cos * gy - sin * gx) * (1.0 / zoom)
 
 
-def _to_image(p: PersonParameters, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def to_image(p: PersonParameters, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Person coordinates -> image coordinates (the inverse of the pose in `_grid`)."""
     cos, sin, zoom = math.cos(p.rot), math.sin(p.rot), p.zoom
     return p.shift_x + zoom * (cos * x - sin * y), p.shift_y + zoom * (sin * x + cos * y)
@@ -361,7 +361,7 @@ def _disease(p: PersonParameters, lesion_seed: int, count: int | None) -> tuple[
     drawn = int(rng.integers(1, MAX_LESIONS + 1))
     candidates = rng.uniform((-0.9, -0.75), (0.9, 0.65), size=(MAX_LESIONS, 128, 2))
     probes = candidates[None] + 0.05 * np.array([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1]])[:, None, None]
-    labels = _labels(_fields(p, probes[..., 0].astype(np.float32), probes[..., 1].astype(np.float32)))
+    labels = anatomy_labels(person_fields(p, probes[..., 0].astype(np.float32), probes[..., 1].astype(np.float32)))
     valid = np.isin(labels[0], A.LUNGS) & (labels == labels[0]).all(axis=0)
     if not valid.any(axis=1).all():
         raise RuntimeError(f"no room for a lesion in the lungs of this person (lesion seed {lesion_seed})")
@@ -391,7 +391,7 @@ def _lesion_density(
     The sum is normalised at the centre and capped at 1 (a plateau, like a consolidation), textured
     by up to +-50 %, and cut at `threshold`, so it is exactly zero outside a compact, blobby support.
     """
-    cx, cy = _to_image(p, lesion.centre[0] + lesion.offsets[:, 0], lesion.centre[1] + lesion.offsets[:, 1])
+    cx, cy = to_image(p, lesion.centre[0] + lesion.offsets[:, 0], lesion.centre[1] + lesion.offsets[:, 1])
     sx, sy = lesion.sigmas[:, 0] * p.zoom, lesion.sigmas[:, 1] * p.zoom
     ex = np.exp(-0.5 * np.square((c[None, :] - cx[:, None]) / sx[:, None]))  # (k, W)
     ey = lesion.weights[:, None] * np.exp(-0.5 * np.square((c[None, :] - cy[:, None]) / sy[:, None]))
@@ -401,13 +401,13 @@ def _lesion_density(
     rows, cols = np.flatnonzero((ey > floor).any(axis=0)), np.flatnonzero((ex > floor).any(axis=0))
     window = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
     g = (ey[:, window[0]].T @ ex[:, window[1]]).astype(np.float32)
-    texture = _smooth_field(texture_grid, c[window[0]], c[window[1]], 0.06 * p.zoom)
+    texture = smooth_field(texture_grid, c[window[0]], c[window[1]], 0.06 * p.zoom)
     field = np.minimum(g * (1.0 / at_centre), 1.0) * (1.0 + 0.5 * np.tanh(texture))
     ramp = np.clip((field - lesion.threshold) * (1.0 / (1.0 - lesion.threshold)), 0.0, None)
     return window, lesion.amplitude * ramp * np.sqrt(ramp)
 
 
-def _expose(p: PersonParameters, density: np.ndarray, background: np.ndarray, noise: np.ndarray) -> np.ndarray:
+def expose(p: PersonParameters, density: np.ndarray, background: np.ndarray, noise: np.ndarray) -> np.ndarray:
     """Density -> displayed intensity: exposure, gamma, contrast, background and signal-dependent noise."""
     i = _power(np.clip(1.0 - np.exp(density * -p.k), 0.0, 1.0) + 1e-6, p.gamma)
     i = p.offset + p.contrast * i + background
@@ -429,23 +429,23 @@ def render_phantom(
         raise InvalidInput(f"phantom seeds must be >= 0, got person {person_seed}, lesion {lesion_seed}")
     if lesion_count is not None and (lesion_seed is None or not 0 <= lesion_count <= MAX_LESIONS):
         raise InvalidInput(f"lesion_count needs a lesion_seed and must be in 0..{MAX_LESIONS}, got {lesion_count}")
-    person = _person(person_seed)
+    person = draw_person(person_seed)
     p = person.params
-    c, x, y = _grid(p, size)
-    vessels = _smooth_field(person.vessels, c, c, 0.03 * p.zoom)
+    c, x, y = person_grid(p, size)
+    vessels = smooth_field(person.vessels, c, c, 0.03 * p.zoom)
     anatomy = np.empty((size, size), np.uint8)
     density = np.empty((size, size), np.float32)
     lung = np.empty((size, size), np.float32)  # the lung fields' signed distance, for lesions
     step = max(1, 16384 // size)  # row blocks of 64 KiB arrays: they stay in cache and off mmap
     for r in range(0, size, step):
         block = slice(r, r + step)
-        fields = _fields(p, x[block], y[block])
-        anatomy[block] = _labels(fields)
-        density[block] = _density(p, fields, vessels[block], max(0.012, 3.0 / size))
+        fields = person_fields(p, x[block], y[block])
+        anatomy[block] = anatomy_labels(fields)
+        density[block] = healthy_density(p, fields, vessels[block], max(0.012, 3.0 / size))
         lung[block] = np.minimum(fields["lung_r"], fields["lung_l"])
-    background = p.bg_amp * _smooth_field(person.background, c, c, 0.5) + p.heel * c[:, None]
+    background = p.bg_amp * smooth_field(person.background, c, c, 0.5) + p.heel * c[:, None]
     noise = np.random.Generator(np.random.PCG64(person.noise_seed)).standard_normal((size, size), np.float32)
-    twin = _expose(p, density, background, noise)
+    twin = expose(p, density, background, noise)
 
     lesion_density = np.zeros_like(density)
     boxes = []
@@ -461,7 +461,7 @@ def render_phantom(
             np.maximum(lesion_density[rows, cols], one, out=lesion_density[rows, cols])
     lesion_mask = lesion_density > 0
     image = twin.copy()
-    image[lesion_mask] = _expose(
+    image[lesion_mask] = expose(
         p, density[lesion_mask] + lesion_density[lesion_mask], background[lesion_mask], noise[lesion_mask]
     )
     return Phantom(

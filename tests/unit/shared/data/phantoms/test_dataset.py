@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from twinray.shared.data.anatomy import ANATOMY_CLASSES
+from twinray.shared.data.anatomy import ANATOMY_CLASSES, LUNGS
 from twinray.shared.data.phantoms import render_phantom
+from twinray.shared.data.phantoms.cxr_v2 import VIEWS, render_phantom_v2
 from twinray.shared.data.phantoms.dataset import (
     PhantomSegmentationDataset,
     manifest_key,
@@ -19,6 +20,7 @@ from twinray.shared.data.phantoms.dataset import (
     read_phantom_split,
     write_phantom_dataset,
 )
+from twinray.shared.data.phantoms.pathologies import OPACITY, PATHOLOGIES
 from twinray.shared.platform.errors import IntegrityError, InvalidInput, NotFound
 from twinray.shared.platform.storage.local import LocalStore
 
@@ -63,6 +65,37 @@ def test_round_trip_matches_the_renderer(store: RecordingStore) -> None:
         np.testing.assert_array_equal(train.lesion_mask[i], ph.lesion_mask)
         np.testing.assert_array_equal(train.boxes_of(i), ph.boxes)
     assert train.spacing_mm == pytest.approx(430.0 / 64)
+
+
+def test_a_v1_split_reads_with_the_v2_fields_as_v1_draws_them(store: RecordingStore) -> None:
+    train = read_phantom_split(store, write_phantom_dataset(store, "tiny", **PARAMS)["name"], "train")
+    assert (train.view == VIEWS.index("PA")).all()
+    np.testing.assert_array_equal(train.lung_field, np.isin(train.anatomy, LUNGS))
+    np.testing.assert_array_equal(train.lesion_labels > 0, train.lesion_mask)
+    for i in range(len(train)):
+        classes = train.lesion_classes[i]
+        assert (classes[: train.box_count[i]] == OPACITY).all() and (classes[train.box_count[i] :] == -1).all()
+
+
+def test_a_v2_dataset_round_trips_every_field_of_the_renderer(store: RecordingStore) -> None:
+    manifest = write_phantom_dataset(store, "v2", **PARAMS, generator="cxr-phantom/2")
+    assert manifest["format"] == "twinray.cxr-phantoms/2" and manifest["pathologies"] == list(PATHOLOGIES)
+    train = read_phantom_split(store, "v2", "train")
+    assert train.boxes.shape[1] == manifest["max_boxes"] == 6
+    for i in range(len(train)):
+        lesion = None if train.lesion_seed[i] < 0 else int(train.lesion_seed[i])
+        ph = render_phantom_v2(int(train.person_seed[i]), 64, lesion_seed=lesion, view=VIEWS[train.view[i]])
+        np.testing.assert_allclose(train.image[i] / 65535.0, ph.image, atol=1 / 65535)
+        np.testing.assert_allclose(train.twin[i] / 65535.0, ph.twin, atol=1 / 65535)
+        for field in ("anatomy", "lung_field", "lesion_labels", "lesion_mask"):
+            np.testing.assert_array_equal(getattr(train, field)[i], getattr(ph, field))
+        np.testing.assert_array_equal(train.boxes_of(i), ph.boxes)
+        np.testing.assert_array_equal(train.lesion_classes[i][: train.box_count[i]], ph.lesion_classes)
+
+
+def test_an_unknown_generator_is_invalid_input(store: RecordingStore) -> None:
+    with pytest.raises(InvalidInput, match="cxr-phantom/9"):
+        write_phantom_dataset(store, "tiny", **PARAMS, generator="cxr-phantom/9")
 
 
 def test_manifest_is_written_last_and_a_crash_leaves_no_dataset(tmp_path: Path, store: RecordingStore) -> None:
