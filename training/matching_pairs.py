@@ -42,7 +42,15 @@ from twinray.training import harness
 from twinray.training.config import TrainConfig
 
 MODEL_NAME = "matching-pairs"
-SCORE = "val_residual_in_lesion"
+# Chosen without lesion masks or true twins (real data has neither): the disease critic's verdict on
+# the twins of abnormal val images, minus the share of the change that also hits healthy val images
+# (`label_free_selection`). The true-twin scores are logged beside it, never used to choose.
+SCORE = "val_selection"
+_SIGNS = {
+    0: "a change of either sign",
+    -1: "one-signed: the twin only loses density",
+    1: "one-signed: the twin only gains density",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,6 +223,22 @@ def _domains(arrays: PhantomArrays, input_size: int) -> tuple[torch.Tensor, torc
     )
 
 
+def label_free_selection(
+    translator: nn.Module, critic: nn.Module, abnormal: torch.Tensor, normal: torch.Tensor
+) -> dict[str, float]:
+    """Scores that need only image labels, on images (N,1,S,S) at the translator's size: the share of
+    abnormal images whose twin the disease critic calls normal, and how much of the change a twin makes
+    happens on healthy images (mean |twin - image| on normals over that on abnormals; doing nothing has
+    no change to share and scores 1). `selection` = the first minus the second."""
+    with torch.no_grad():
+        twins = torch.cat([translator.eval()(abnormal[i : i + 16]) for i in range(0, len(abnormal), 16)])
+        normal_twins = torch.cat([translator(normal[i : i + 16]) for i in range(0, len(normal), 16)])
+        called_normal = float((disease_logit(critic.eval(), twins) < 0).float().mean())
+    change = float((twins - abnormal).abs().mean())
+    share = float((normal_twins - normal).abs().mean()) / change if change > 0 else 1.0
+    return {"critic_normal_rate": called_normal, "healthy_change_share": share, "selection": called_normal - share}
+
+
 def _epoch_batches(count: int, batch_size: int, *, seed: int, rank: int, world: int) -> list[torch.Tensor]:
     """This rank's index batches of one epoch's permutation (`seed` shared by all ranks, so ranks are disjoint)."""
     order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
@@ -228,6 +252,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     torch.manual_seed(worker.shared_seed("weights"))  # same initial weights on every rank (DDP broadcasts them anyway)
     abnormal, normal = _domains(read_phantom_split(worker.store, config.dataset, "train"), config.model.input_size)
     val = read_phantom_split(worker.store, config.dataset, "val") if worker.is_rank0 else None
+    val_domains = _domains(val, config.model.input_size) if val is not None else None
 
     built = CycleGAN.build(config.model, config.discriminator_channels)
     nets = CycleGAN(*(ray.train.torch.prepare_model(net) for net in built.networks()))
@@ -276,13 +301,17 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         metrics["epoch_seconds"] = time.time() - started
         metrics["step_seconds"] = metrics["epoch_seconds"] / max(steps, 1)
         if worker.is_rank0:
-            scores = evaluate_translator(harness.unwrap(nets.to_normal), val, config.model.input_size)
+            translator = harness.unwrap(nets.to_normal)
+            scores = evaluate_translator(translator, val, config.model.input_size)
+            scores |= label_free_selection(translator, harness.unwrap(nets.critic), *(x.to(device) for x in val_domains))
             metrics.update({f"val_{k}": v for k, v in scores.items()})
             print(
                 f"[matching-pairs] epoch {epoch + 1}/{config.epochs} G {metrics['train_g_loss']:.3f} "
                 f"(cycle {metrics['train_cycle_loss']:.4f}, identity {metrics['train_identity_loss']:.4f}) "
                 f"disease {metrics['train_disease_loss']:.3f} D {metrics['train_d_loss']:.3f} critic "
-                f"{metrics['train_critic_loss']:.3f} | val residual in lesion {scores['residual_in_lesion']:.3f} "
+                f"{metrics['train_critic_loss']:.3f} | val selection {scores['selection']:.3f} (critic calls "
+                f"{scores['critic_normal_rate']:.2f} of twins normal, healthy change share {scores['healthy_change_share']:.2f}); "
+                f"true-twin check: residual in lesion {scores['residual_in_lesion']:.3f} "
                 f"AUROC {scores['residual_auroc']:.3f} L1 to twin {scores['l1_to_twin']:.4f} "
                 f"(input {scores['l1_input_to_twin']:.4f}) ({metrics['epoch_seconds']:.0f}s, {metrics['step_seconds']:.2f}s/step)",
                 flush=True,
@@ -307,13 +336,15 @@ def card(run: harness.Trained[MatchingPairsTrainConfig]) -> str:
         f"# Matching-pair translator (CycleGAN)\n\nUnpaired CycleGAN (Zhu et al. 2017, LSGAN, cycle "
         f"weight {config.lambda_cycle}, identity weight {config.lambda_identity}) between abnormal and "
         f"normal phantom CXRs of different people, guided by a max-pooled disease critic (weight "
-        f"{config.lambda_disease}) trained on the image labels; one-signed residual ResNet generators, {config.model.channels} "
-        f"channels, {config.model.n_res_blocks} residual blocks, {config.model.input_size}px; weights hold "
-        f"both directions.\nTrained on `{config.dataset}`/train for {config.epochs} epochs with "
-        f"{config.workers} Ray Train worker(s), never shown a true twin. Best epoch {run.best_epoch} by "
-        f"{SCORE} on `{config.dataset}`/val: residual in lesion {metrics.get('val_residual_in_lesion', float('nan')):.3f}, "
-        f"residual AUROC {metrics.get('val_residual_auroc', float('nan')):.3f}, L1 to the true twin "
-        f"{metrics.get('val_l1_to_twin', float('nan')):.4f} (input {metrics.get('val_l1_input_to_twin', float('nan')):.4f}).\n"
+        f"{config.lambda_disease}) trained on the image labels; residual ResNet generators "
+        f"({_SIGNS[config.model.residual_sign]}), {config.model.channels} channels, {config.model.n_res_blocks} residual blocks, "
+        f"{config.model.input_size}px; weights hold both directions.\nTrained on `{config.dataset}`/train for {config.epochs} "
+        f"epochs with {config.workers} Ray Train worker(s), never shown a true twin. Best epoch {run.best_epoch} by "
+        f"{SCORE} on `{config.dataset}`/val (label-free: the critic calls {metrics.get('val_critic_normal_rate', float('nan')):.2f} "
+        f"of the abnormal images' twins normal; {metrics.get('val_healthy_change_share', float('nan')):.2f} of the change "
+        f"also hits healthy images). Checked, not chosen, against the true twins: residual in lesion "
+        f"{metrics.get('val_residual_in_lesion', float('nan')):.3f}, residual AUROC {metrics.get('val_residual_auroc', float('nan')):.3f}, "
+        f"L1 to the true twin {metrics.get('val_l1_to_twin', float('nan')):.4f} (input {metrics.get('val_l1_input_to_twin', float('nan')):.4f}).\n"
         f"Phantoms only: not validated on real radiographs.\n"
     )
 

@@ -41,9 +41,11 @@ from twinray.training.config import TrainConfig
 
 MODEL_NAME = "normal-synthesis"
 SEGMENTER_NAME = "segmentation"
-# The translator's checkpoint score too, so "best" means the same for both: only a change confined to
-# the lesions scores high (doing nothing scores 0, darkening everything a little scores low).
-SCORE = "val_residual_in_lesion"
+# Chosen without lesion masks or true twins (real data has neither): on every HOLDOUT_EVERY-th pseudo-pair
+# and normal image, held out of training, minus the L1 to the pseudo-normal and the change on the normal
+# (`label_free_selection`). The true-twin scores on the dataset's val split are logged, never used to choose.
+SCORE = "val_selection"
+HOLDOUT_EVERY = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +90,37 @@ def _training_tensors(
     }
 
 
+def _held_out(data: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(training tensors, held-out tensors): every HOLDOUT_EVERY-th abnormal pair and normal image held out."""
+    train, held = {}, {}
+    for key, tensor in data.items():
+        out = (torch.arange(len(tensor)) % HOLDOUT_EVERY) == HOLDOUT_EVERY - 1
+        train[key], held[key] = tensor[~out], tensor[out]
+    return train, held
+
+
+def label_free_selection(
+    generator: AnatomyConditionedGenerator, held: dict[str, torch.Tensor], device: torch.device
+) -> dict[str, float]:
+    """Scores that need no lesion mask or true twin, on held-out pseudo-pairs: how far the twins are
+    from the pseudo-normals and how much they change healthy images; `selection` = minus their sum."""
+    size = generator.config.input_size
+
+    def mean_l1(images: torch.Tensor, anatomy: torch.Tensor, targets: torch.Tensor) -> float:
+        with torch.no_grad():
+            twins = torch.cat(
+                [
+                    generator(images[i : i + 16].to(device), anatomy[i : i + 16].to(device)).cpu()
+                    for i in range(0, len(images), 16)
+                ]
+            )
+        return float((twins - targets).abs().mean())
+
+    fit = mean_l1(to_input_size(held["abnormal"], size), held["anatomy_low"], held["pseudo_normal_low"])
+    identity = mean_l1(held["normal_low"], held["normal_anatomy_low"], held["normal_low"])
+    return {"pseudo_normal_l1": fit, "healthy_change": identity, "selection": -(fit + identity)}
+
+
 def train_loop(loop_config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
     worker = harness.worker_context(loop_config, NormalSynthesisTrainConfig)
@@ -95,7 +128,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     torch.manual_seed(worker.rank_seed("torch"))
     seg_model = ModelRegistry(worker.store).load(SEGMENTER_NAME, config.segmentation_version)
     segmenter = segmenter_from_weights(seg_model.config, seg_model.weights).to(device).requires_grad_(False)
-    data = _training_tensors(worker.store, config, segmenter, device)
+    data, held = _held_out(_training_tensors(worker.store, config, segmenter, device))
     val = read_phantom_split(worker.store, config.dataset, "val") if worker.is_rank0 else None
 
     size = config.model.input_size
@@ -160,10 +193,13 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         if worker.is_rank0:
             model = harness.unwrap(generator).eval()
             scores = evaluate_twin_function(generator_twin(model, segmenter), val, segmenter=segmenter, device=device)
+            scores |= label_free_selection(model, held, device)
             metrics.update({f"val_{k}": v for k, v in scores.items()})
             print(
                 f"[normal-synthesis] epoch {epoch + 1}/{config.epochs} G {metrics['train_g_loss']:.3f} "
-                f"D {metrics['train_d_loss']:.3f} | val residual in lesion {scores['residual_in_lesion']:.3f} "
+                f"D {metrics['train_d_loss']:.3f} | val selection {scores['selection']:.4f} (pseudo-normal L1 "
+                f"{scores['pseudo_normal_l1']:.4f}, healthy change {scores['healthy_change']:.4f}); true-twin check: "
+                f"residual in lesion {scores['residual_in_lesion']:.3f} "
                 f"AUROC {scores['residual_auroc']:.3f} L1 to twin {scores['l1_to_twin']:.4f} "
                 f"anatomy Dice {scores['anatomy_dice']:.3f} ({metrics['epoch_seconds']:.0f}s, "
                 f"{metrics['step_seconds']:.2f}s/step)",
@@ -198,8 +234,10 @@ def card(run: harness.Trained[NormalSynthesisTrainConfig]) -> str:
         f"{'r <= 0 (removes density only)' if config.model.negative_residual else 'of either sign'}; "
         f"conditioned on `{SEGMENTER_NAME}` v{config.segmentation_version} anatomy maps.\n"
         f"Trained on pseudo-pairs `{config.pseudo_pairs}` (translator {translator['name']} v{translator['version']}) for {config.epochs} epochs "
-        f"with {config.workers} Ray Train worker(s); best epoch {run.best_epoch} by {SCORE} on `{config.dataset}`/val: "
-        f"residual in lesion {metrics.get('val_residual_in_lesion', float('nan')):.3f}, residual AUROC "
+        f"with {config.workers} Ray Train worker(s); best epoch {run.best_epoch} by {SCORE} (label-free, on every "
+        f"{HOLDOUT_EVERY}th pseudo-pair held out: L1 to the pseudo-normal {metrics.get('val_pseudo_normal_l1', float('nan')):.4f}, "
+        f"change on healthy images {metrics.get('val_healthy_change', float('nan')):.4f}). Checked, not chosen, on "
+        f"`{config.dataset}`/val against the true twins: residual in lesion {metrics.get('val_residual_in_lesion', float('nan')):.3f}, residual AUROC "
         f"{metrics.get('val_residual_auroc', float('nan')):.3f}, L1 to the true twin "
         f"{metrics.get('val_l1_to_twin', float('nan')):.4f}.\nPhantoms only: not validated on real radiographs.\n"
     )

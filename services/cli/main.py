@@ -96,6 +96,20 @@ def _eval_published(evaluation: str, printer: Callable[[dict], None]) -> Handler
     return handler
 
 
+def _eval_normal_synthesis(args: argparse.Namespace, settings: Settings) -> None:
+    if not args.seeds:
+        _eval_published("normal_synthesis", print_twin_report)(args, settings)
+        return
+    from twinray.training.twin_benchmark import TwinBudget, run_twin_benchmark
+
+    budget = TwinBudget(args.segmentation_epochs, args.translator_epochs, args.generator_epochs)
+    report = run_twin_benchmark(settings, dataset=args.dataset, seeds=range(args.seeds), budget=budget, split=args.split)
+    if args.json:
+        print_json(report)
+    else:
+        print_twin_report(report)
+
+
 def _eval_defect_augmentation(args: argparse.Namespace, settings: Settings) -> None:
     from twinray.shared.evaluation.defect_augmentation import AugmentationEvalConfig, evaluate_augmentation
     from twinray.shared.platform.storage import open_store
@@ -264,7 +278,7 @@ def build_parser(*, train_models: bool = True) -> argparse.ArgumentParser:
     evaluate = sub.add_parser("eval", help="evaluate a published model").add_subparsers(dest="model", required=True)
     seg_eval = _eval_parser(evaluate, "segmentation", "per-class Dice on held-out phantoms")
     seg_eval.set_defaults(func=_eval_published("segmentation", print_segmentation_report))
-    synth_eval = _eval_parser(evaluate, "normal-synthesis", "twins vs the true twins, beside the matching-pairs baseline")
+    synth_eval = _eval_parser(evaluate, "normal-synthesis", "the healthy-twin benchmark: twins, translators and no-learning rows")
     defect_eval = evaluate.add_parser(
         "defect-augmentation", help="defect segmenter: k real vs k real + N synthetic (mask_blend, conditioned_ddpm)"
     )
@@ -286,7 +300,12 @@ def build_parser(*, train_models: bool = True) -> argparse.ArgumentParser:
     defect_eval.add_argument("--device", default="cpu", help="where the generators sample and the segmenters train (cpu, cuda)")
     defect_eval.add_argument("--json", action="store_true", help="print the report as one JSON object, on the last line")
     defect_eval.set_defaults(func=_eval_defect_augmentation)
-    synth_eval.set_defaults(func=_eval_published("normal_synthesis", print_twin_report))
+    synth_eval.add_argument(
+        "--seeds", type=int, default=0, help="train this many seeds of every learned row first (0: the published models)"
+    )
+    for model, when in (("segmentation", "once"), ("translator", "per seed"), ("generator", "per seed")):
+        synth_eval.add_argument(f"--{model}-epochs", type=int, default=8, help=f"{model} epochs, {when} (with --seeds)")
+    synth_eval.set_defaults(func=_eval_normal_synthesis)
 
     up = sub.add_parser("up", help="start Ray + Serve and deploy the services")
     up.add_argument("--config", default=str(SERVE_CONFIG))

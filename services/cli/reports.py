@@ -7,6 +7,7 @@ import json
 from collections.abc import Sequence
 
 DEFECT_METRICS = ("iou", "pixel_auroc", "iou_gain", "kid", "feature_distance")  # the defect table's columns
+TWIN_METRICS = ("auprc_in_lung", "auroc_in_lung", "lesion_recall", "false_change_in_lung", "identity_change", "ssim", "auprc")
 
 
 def print_json(report: dict) -> None:
@@ -43,7 +44,9 @@ def print_table(title: str, report: dict, metrics: Sequence[str] = (), *, by_met
 
 
 def _models(protocol: dict) -> str:
-    return ", ".join(f"{name} v{version}" for name, version in protocol["models"].items())
+    """name vN per model; a model trained once per seed lists its versions."""
+    versions = lambda v: ",".join(map(str, v)) if isinstance(v, list) else str(v)  # noqa: E731
+    return ", ".join(f"{name} v{versions(version)}" for name, version in protocol["models"].items())
 
 
 def print_segmentation_report(report: dict) -> None:
@@ -54,15 +57,21 @@ def print_segmentation_report(report: dict) -> None:
 
 
 def print_twin_report(report: dict) -> None:
-    """`twinray eval normal-synthesis`: one line per metric, one column per model."""
+    """`twinray eval normal-synthesis`: the headline metrics per row, then in-lung AUPRC and lesion recall
+    per pathology class (what a row lacks prints as '-')."""
     protocol = report["protocol"]
     scored = protocol["splits"]["scored"]
     counts = f"{scored['abnormal_images']} abnormal, {scored['normal_images']} normal images"
+    seeds = f"mean +- sd over seeds {protocol['seeds']}" if protocol["seeds"] else "one run each"
     print_table(
-        f"healthy twins on {scored['dataset']}/{scored['split']} ({counts}; {_models(protocol)}; anatomy by {protocol['anatomy_by']})",
-        report,
-        by_metric=True,
+        f"healthy twins on {scored['dataset']}/{scored['split']} ({counts}; {seeds}; {_models(protocol)})", report, TWIN_METRICS
     )
+    classes = [metric.split("/", 1)[1] for metric in report["rows"]["do_nothing"] if metric.startswith("auprc_in_lung/")]
+    per_class = [f"{metric}/{name}" for name in classes for metric in ("auprc_in_lung", "lesion_share_in_lung", "lesion_recall")]
+    print_table(
+        "per pathology class (lesion_share_in_lung: what a random score's AUPRC would be)", report, per_class, by_metric=True
+    )
+    print(f"  selection: {protocol['selection']}")
 
 
 def print_defect_report(report: dict) -> None:

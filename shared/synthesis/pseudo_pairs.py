@@ -12,7 +12,7 @@ from tqdm import tqdm
 from twinray.shared.data.dataset_io import manifest_key as phantom_manifest_key
 from twinray.shared.data.phantoms.dataset import read_phantom_manifest, read_phantom_split
 from twinray.shared.data.pseudo_pairs import PseudoPairShard, write_pseudo_pair_dataset
-from twinray.shared.models.components.twin import batched
+from twinray.shared.models.components.twin import TwinFunction, batched
 from twinray.shared.models.matching_pairs.network import translator_from_weights, translator_twin
 from twinray.shared.platform.config import Settings
 from twinray.shared.platform.imaging import uint16_images, unit_images
@@ -29,6 +29,13 @@ def calibrated_change(change: torch.Tensor, baseline: torch.Tensor) -> torch.Ten
     is not disease (a translator may, say, darken one lung field in every image); only the excess
     over that is kept as what removing the disease takes."""
     return change.sign() * (change.abs() - baseline).clamp_min(0.0)
+
+
+def calibrated_twin(translate: TwinFunction, healthy: torch.Tensor, device: torch.device) -> TwinFunction:
+    """The translator's twin with `calibrated_change`, the baseline measured on `healthy` images
+    (N,1,H,W) of the size the twin will see: what the pseudo-pairs hold, as a twin function."""
+    baseline = (batched(translate, healthy, device) - healthy).abs().mean(dim=0, keepdim=True)
+    return lambda image: (image + calibrated_change(translate(image) - image, baseline.to(image.device))).clamp(0.0, 1.0)
 
 
 def write_pseudo_pairs(
@@ -55,14 +62,13 @@ def write_pseudo_pairs(
 
     def shards() -> Iterator[PseudoPairShard]:  # runs only when the stored dataset cannot be reused
         arrays = read_phantom_split(store, dataset, "train")
-        healthy = unit_images(arrays.image[arrays.lesion_seed < 0])
-        baseline = (batched(translate, healthy, cpu) - healthy).abs().mean(dim=0, keepdim=True)
+        twin = calibrated_twin(translate, unit_images(arrays.image[arrays.lesion_seed < 0]), cpu)
         with tqdm(total=len(arrays), desc=f"pseudo-pairs {name}", unit="img", disable=not progress) as bar:
             for start in range(0, len(arrays), shard_size):
                 rows = np.arange(start, min(start + shard_size, len(arrays)))
                 abnormal, normal = rows[arrays.lesion_seed[rows] >= 0], rows[arrays.lesion_seed[rows] < 0]
                 image = unit_images(arrays.image[abnormal])
-                pseudo_normal = image + calibrated_change(batched(translate, image, cpu) - image, baseline)
+                pseudo_normal = batched(twin, image, cpu)
                 bar.update(len(rows))
                 yield PseudoPairShard(
                     abnormal=arrays.image[abnormal],

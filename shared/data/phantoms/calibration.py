@@ -100,7 +100,7 @@ def _fit() -> Fit:
 
 # How far what is drawn must be scaled for what is RENDERED to match the real tables (a lesion's
 # visible extent is smaller than its drawn box: thresholds, confinement to the lungs), fitted by
-# `python -m twinray.shared.data.phantoms.fit_calibration`.
+# `python -m twinray.shared.data.phantoms.calibration_check`.
 FRAMING_SCALE = 1.15
 FRAMING_SHIFT_Y = 0.08  # image coordinates: the real lung fields sit lower on the film
 OPACITY_SCALE = 1.3

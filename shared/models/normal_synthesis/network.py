@@ -35,6 +35,7 @@ class SpadeConfig(ModelConfig):
     n_blocks: int = 2  # SPADE residual blocks at the coarsest level
     hidden: int = 32  # anatomy features per resolution, from which each SPADE predicts gamma and beta
     negative_residual: bool = True  # r <= 0: the twin may only remove density
+    use_anatomy: bool = True  # False: the ablation without the anatomy prior (SPADE then reads an empty map)
 
 
 def one_hot_anatomy(anatomy: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -129,7 +130,7 @@ class AnatomyConditionedGenerator(nn.Module):
 
     def residual(self, image: torch.Tensor, anatomy: torch.Tensor) -> torch.Tensor:
         """r with twin = clamp(image + r, 0, 1): in (-1, 0) when `negative_residual`, else (-1, 1)."""
-        segmap = one_hot_anatomy(anatomy, self.config.num_classes).to(image.dtype)
+        segmap = one_hot_anatomy(anatomy, self.config.num_classes).to(image.dtype) * float(self.config.use_anatomy)
         skips, h = [], image * 2.0 - 1.0
         for stage in self.encoder:
             h = stage(h)

@@ -19,7 +19,7 @@ from twinray.shared.models.matching_pairs.network import TranslatorConfig, disea
 from twinray.shared.platform.registry import ModelRegistry
 from twinray.shared.platform.storage import open_store
 from twinray.shared.synthesis.pseudo_pairs import CALIBRATION, calibrated_change, write_pseudo_pairs
-from twinray.training.matching_pairs import CycleGAN, Optimisers, critic_step, train_step
+from twinray.training.matching_pairs import CycleGAN, Optimisers, critic_step, label_free_selection, train_step
 
 TINY = TranslatorConfig(input_size=32, channels=4, n_res_blocks=1)
 
@@ -69,6 +69,21 @@ def test_a_translator_that_changes_nothing_scores_zero(twinray_settings, phantom
     assert scores["l1_to_twin"] == pytest.approx(scores["l1_input_to_twin"])
 
 
+def test_label_free_selection_punishes_doing_nothing_and_changing_healthy_images():
+    nets = CycleGAN.build(TINY, 4)
+    abnormal, normal = torch.rand(6, 1, 32, 32), torch.rand(5, 1, 32, 32)
+    idle = label_free_selection(nets.to_normal, nets.critic, abnormal, normal)
+    assert idle["healthy_change_share"] == 1.0 and idle["selection"] == idle["critic_normal_rate"] - 1.0
+
+    class Darken(torch.nn.Module):  # the same change on every image: all of it also hits the healthy ones
+        def forward(self, image):
+            return (image - 0.1).clamp(0.0, 1.0)
+
+    uniform = label_free_selection(Darken(), nets.critic, abnormal + 0.2, normal + 0.2)
+    assert uniform["healthy_change_share"] == pytest.approx(1.0, abs=0.02)
+    assert 0.0 <= uniform["critic_normal_rate"] <= 1.0
+
+
 @pytest.mark.integration
 def test_ray_train_run_publishes_both_directions(trained_translator, twinray_settings):
     loaded = ModelRegistry(open_store(twinray_settings)).load("matching-pairs", trained_translator.version)
@@ -78,6 +93,9 @@ def test_ray_train_run_publishes_both_directions(trained_translator, twinray_set
     assert loaded.metrics["epoch"] in (1, 2)
     assert 0.0 <= loaded.metrics["val_residual_in_lesion"] <= 1.0
     assert 0.0 <= loaded.metrics["val_residual_auroc"] <= 1.0
+    assert loaded.metrics["val_selection"] == pytest.approx(
+        loaded.metrics["val_critic_normal_rate"] - loaded.metrics["val_healthy_change_share"]
+    )
     assert loaded.metrics["val_l1_to_twin"] >= 0.0
     assert translator_from_weights(loaded.config, loaded.weights)(torch.rand(1, 1, 32, 32)).shape == (1, 1, 32, 32)
 

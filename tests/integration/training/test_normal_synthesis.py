@@ -30,6 +30,10 @@ def test_two_worker_run_publishes_a_version_with_its_dependencies(
     assert training["pseudo_pairs"] == pseudo_pair_dataset
     for metric in ("val_residual_in_lesion", "val_residual_auroc", "val_anatomy_dice"):
         assert 0.0 <= loaded.metrics[metric] <= 1.0
+    # Chosen without lesion masks: minus the held-out pseudo-normal L1 and the change on held-out normals.
+    assert loaded.metrics["val_selection"] == pytest.approx(
+        -(loaded.metrics["val_pseudo_normal_l1"] + loaded.metrics["val_healthy_change"])
+    )
     assert loaded.metrics["val_l1_to_twin"] >= 0.0
     assert any(key.startswith("checkpoints/normal-synthesis-") for key in store.list("checkpoints/"))
 
@@ -43,18 +47,26 @@ def test_published_generator_only_removes_density(trained_normal_synthesizer, tw
         assert (generator(image, anatomy) <= image).all()
 
 
-def test_evaluation_compares_with_the_translator_on_held_out_phantoms(
-    trained_normal_synthesizer, phantom_dataset, twinray_settings
-):
+def test_evaluation_is_the_twin_benchmark_of_the_published_models(trained_normal_synthesizer, phantom_dataset, twinray_settings):
     report = evaluate_published(twinray_settings, version=str(trained_normal_synthesizer.version), dataset=phantom_dataset)
     check_shape(report)
     models = report["protocol"]["models"]
     assert models["normal-synthesis"] == trained_normal_synthesizer.version and "matching-pairs" in models
+    assert report["protocol"]["lung_highpass"].startswith("highpass_")
     scored = report["protocol"]["splits"]["scored"]
     assert scored["split"] == "test" and scored["abnormal_images"] + scored["normal_images"] == 8
-    assert list(report["rows"]) == ["matching_pairs", "normal_synthesis"]
-    for name, result in report["rows"].items():
+    assert list(report["rows"]) == [
+        "do_nothing",
+        "lung_intensity",
+        "lung_highpass",
+        "cyclegan",
+        "cyclegan_calibrated",
+        "anatomy_prior",
+    ]
+    rows = report["rows"]
+    assert rows["do_nothing"]["auroc_in_lung"]["mean"] == 0.5 and rows["do_nothing"]["lesion_recall"]["mean"] == 0.0
+    for name, result in rows.items():
         assert all(stat["sd"] == 0.0 and stat["n"] == 1 for stat in result.values())  # one published version each
-        for metric in ("ssim", "anatomy_dice", "residual_in_lesion", "residual_auroc"):
-            assert 0.0 <= result[metric]["mean"] <= 1.0, (name, metric)
-        assert result["l1_to_twin"]["mean"] >= 0.0 and result["identity_change"]["mean"] >= 0.0 and result["psnr"]["mean"] > 0
+        assert 0.0 <= result["auprc_in_lung"]["mean"] <= 1.0 and "auprc_in_lung/opacity" in result, name
+    for name in ("cyclegan", "cyclegan_calibrated", "anatomy_prior"):
+        assert rows[name]["identity_change"]["mean"] >= 0.0 and rows[name]["ssim"]["mean"] > 0.5

@@ -71,4 +71,11 @@ def test_eval_normal_synthesis_json_is_the_published_models_report(
     check_shape(printed)
     expected = evaluate_normal_synthesis(twinray_settings, version=version, dataset=phantom_dataset, split="val")
     assert printed == json.loads(json.dumps(expected))
-    assert list(printed["rows"]) == ["matching_pairs", "normal_synthesis"]
+    assert list(printed["rows"]) == [
+        "do_nothing",
+        "lung_intensity",
+        "lung_highpass",
+        "cyclegan",
+        "cyclegan_calibrated",
+        "anatomy_prior",
+    ]

@@ -20,18 +20,24 @@ SEGMENTATION = evaluation_report(
     {"segmentation": {"mean_dice": single(0.5), "dice_lung_right": single(0.9123), "dice_heart": single(0.0877)}},
 )
 TWINS = evaluation_report(
-    published_protocol(
-        {"dataset": "mine", "split": "test", "abnormal_images": 5, "normal_images": 3},
-        {"matching-pairs": 3, "normal-synthesis": 4, "segmentation": 2},
-        anatomy_by="segmentation",
-    ),
     {
-        "matching_pairs": {"ssim": single(0.81), "psnr": single(30.5), "l1_to_twin": single(0.0123)},
-        "normal_synthesis": {
-            "ssim": single(0.92),
-            "psnr": single(33.25),
-            "l1_to_twin": single(0.0045),
-            "new_metric": single(0.5),
+        **published_protocol(
+            {"dataset": "mine", "split": "test", "abnormal_images": 5, "normal_images": 3},
+            {"matching-pairs": [3, 5], "normal-synthesis": 4},
+        ),
+        "seeds": [0, 1],
+    },
+    {
+        "do_nothing": {
+            "auprc_in_lung": single(0.2),
+            "auprc_in_lung/opacity": single(0.25),
+            "lesion_share_in_lung/opacity": single(0.25),
+        },
+        "anatomy_prior": {
+            "auprc_in_lung": over_runs([0.5, 0.7]),
+            "lesion_recall": over_runs([0.4, 0.4]),
+            "auprc_in_lung/opacity": over_runs([0.6, 0.6]),
+            "lesion_recall/opacity": single(0.4),
         },
     },
 )
@@ -120,19 +126,23 @@ def test_segmentation_table_has_a_line_per_dice_score(evaluations, capsys):
     }
 
 
-def test_twin_table_has_a_line_per_metric_and_a_column_per_model(capsys):
+def test_twin_tables_have_the_headline_metrics_per_row_then_each_class_per_metric(capsys):
     reports.print_twin_report(TWINS)
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == (
-        "healthy twins on mine/test (5 abnormal, 3 normal images; matching-pairs v3, normal-synthesis v4, "
-        "segmentation v2; anatomy by segmentation)"
+    assert (
+        lines[0]
+        == "healthy twins on mine/test (5 abnormal, 3 normal images; mean +- sd over seeds [0, 1]; matching-pairs v3,5, normal-synthesis v4)"
     )
-    assert lines[1].split() == ["matching_pairs", "normal_synthesis"]
-    assert {line.split()[0]: line.split()[1:] for line in lines[2:]} == {
-        "ssim": ["0.8100", "0.9200"],
-        "psnr": ["30.5000", "33.2500"],
-        "l1_to_twin": ["0.0123", "0.0045"],
-        "new_metric": ["-", "0.5000"],
+    assert lines[1].split()[:3] == list(reports.TWIN_METRICS[:3])
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:4]}
+    assert rows["do_nothing"][:3] == ["0.2000", "-", "-"]
+    assert rows["anatomy_prior"][:6] == ["0.6000", "+-", "0.1000", "-", "0.4000", "+-"]
+    assert lines[5].split() == ["do_nothing", "anatomy_prior"]
+    per_class = {line.split()[0]: line.split()[1:] for line in lines[6:9]}
+    assert per_class == {
+        "auprc_in_lung/opacity": ["0.2500", "0.6000", "+-", "0.0000"],
+        "lesion_share_in_lung/opacity": ["0.2500", "-"],
+        "lesion_recall/opacity": ["-", "0.4000"],
     }
 
 
