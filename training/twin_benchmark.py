@@ -93,7 +93,10 @@ def run_twin_benchmark(
         },
         "seeds": list(seeds),
         "budget": dataclasses.asdict(budget),
-        "selection": f"{matching_pairs.SCORE} and {normal_synthesis.SCORE} (label-free, see the model cards); {HIGHPASS_SELECTION}",
+        "selection": (
+            f"label-free checkpoints: matching-pairs by {matching_pairs.SCORE} (the disease critic's verdict on val twins minus "
+            f"the healthy-change share), normal-synthesis by {normal_synthesis.SCORE} (held-out pseudo-pairs); {HIGHPASS_SELECTION}"
+        ),
         "models": {
             segmentation.MODEL_NAME: seg.version,
             matching_pairs.MODEL_NAME: [v["matching-pairs"] for v in versions],
