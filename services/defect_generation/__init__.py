@@ -1,2 +1,2 @@
-"""DefectGeneration: synthetic product defects with exact masks (approaches A and B), one at a time or
+"""DefectGeneration: synthetic product defects with exact masks (mask_blend and conditioned_ddpm), one at a time or
 as whole datasets written to the artifact store."""

@@ -22,7 +22,7 @@ from twinray.shared.platform.errors import IntegrityError, InvalidInput, NotFoun
 from twinray.shared.platform.imaging.unit_range import to_uint16
 from twinray.shared.platform.storage.base import ArtifactRef, ArtifactStore, sha256_bytes
 
-DATASET_FORMAT = "twinray.generated-defects/1"
+DATASET_FORMAT = "twinray.generated-defects/2"  # /2: methods stored by name (mask_blend, conditioned_ddpm), not A / B
 SPLIT = "samples"
 SEED_SCHEME = "int(sha256(f'{seed}/samples/defect/{index}')[:8], big) >> 1"
 JOB_KEYS = ("format", "name", "count", "method", "seed", "steps", "normal_dataset", "size", "models")

@@ -17,7 +17,10 @@ from twinray.v1 import common_pb2, defect_generation_pb2
 
 MAX_SIDE = 1024  # largest image or mask side the service draws on (CPU time grows with the area)
 MAX_SEED = 2**63 - 1
-METHODS = {defect_generation_pb2.DEFECT_METHOD_MASK_BLEND: "A", defect_generation_pb2.DEFECT_METHOD_CONDITIONED_DDPM: "B"}
+METHODS = {
+    defect_generation_pb2.DEFECT_METHOD_MASK_BLEND: "mask_blend",
+    defect_generation_pb2.DEFECT_METHOD_CONDITIONED_DDPM: "conditioned_ddpm",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +31,7 @@ class Drawn:
 
 
 def method_of(method: int) -> str:
-    """ "A" or "B" from the request's DefectMethod."""
+    """ "mask_blend" or "conditioned_ddpm" (twinray.shared.synthesis.defects.METHODS) from the request's DefectMethod."""
     if method not in METHODS:
         raise InvalidInput("method is unset: choose DEFECT_METHOD_MASK_BLEND or DEFECT_METHOD_CONDITIONED_DDPM")
     return METHODS[method]
@@ -107,14 +110,14 @@ def draw(
     normal: np.ndarray | None,
     mask: np.ndarray | None,
 ) -> Drawn:
-    """One defect by `method` ("A" or "B") with `seed`; an unset normal image or mask is sampled with it.
+    """One defect by `method` ("mask_blend" or "conditioned_ddpm") with `seed`; an unset normal image or mask is sampled with it.
     Pixels outside the mask are the normal image's, exactly."""
-    if method == "A" and not generators.appearances:
+    if method == "mask_blend" and not generators.appearances:
         raise FailedPrecondition(
-            "method A has no real defects to blend: the dataset the defect-masks model was trained on is gone from the store"
+            "mask_blend has no real defects to blend: the dataset the defect-masks model was trained on is gone from the store"
         )
     # steps are checked against the DDPMs this call runs, before any of them runs
-    uses_normal_ddpm = normal is None or method == "B"
+    uses_normal_ddpm = normal is None or method == "conditioned_ddpm"
     normal_steps = ddim_steps(requested_steps, generators.normal_config, "normal-manifold") if uses_normal_ddpm else 0
     mask_steps = ddim_steps(requested_steps, generators.mask_config, "defect-masks") if mask is None else 0
     if normal is None:
@@ -122,7 +125,7 @@ def draw(
     if mask is None:
         mask = sampled_masks(generators, 1, normal.shape[0], seed, mask_steps)[0]
     index = np.zeros(1, np.int64)
-    if method == "A":
+    if method == "mask_blend":
         appearance = generators.appearances[seed % len(generators.appearances)]  # the seed also picks the real defect
         drawn = synthesize_mask_blend(normal[None], mask[None], index, [appearance])
     else:

@@ -194,7 +194,7 @@ class DefectGenerationServicer:
             check_side(normals.shape[-1], f"normal dataset {request.normal_dataset!r}'s image side")
         size = normals.shape[-1] if normals is not None else generators.normal_config.image_size
         steps = request.sampling.steps or (stored["steps"] if stored else 0)
-        if method == "B" or normals is None:
+        if method == "conditioned_ddpm" or normals is None:
             steps = ddim_steps(steps, generators.normal_config, NORMAL)
         steps = ddim_steps(steps, generators.mask_config, MASKS)
         spec = {

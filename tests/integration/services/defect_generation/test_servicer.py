@@ -178,7 +178,7 @@ def test_a_job_with_other_parameters_or_on_another_kind_of_dataset_is_refused(se
     stream(servicer, _job("inproc-fixed", count=2))
     with pytest.raises(InvalidInput, match=r"dataset 'inproc-fixed' exists with other parameters: count 2 \(asked 3\)"):
         stream(servicer, _job("inproc-fixed", count=3))
-    with pytest.raises(InvalidInput, match=r"method 'A' \(asked 'B'\), seed 77 \(asked 78\)"):
+    with pytest.raises(InvalidInput, match=r"method 'mask_blend' \(asked 'conditioned_ddpm'\), seed 77 \(asked 78\)"):
         stream(servicer, _job("inproc-fixed", count=2, method=CONDITIONED_DDPM, seed=78))
     with pytest.raises(InvalidInput, match="dataset 'test-products' exists and is not a generated defect dataset"):
         stream(servicer, _job(product_dataset))
@@ -252,5 +252,5 @@ def test_conditioned_ddpm_is_steered_by_the_encoder_trained_on_its_normal_manifo
 
 def test_mask_blend_without_its_real_defects_is_a_failed_precondition(own_store):
     servicer = DefectGenerationServicer(own_store)
-    with pytest.raises(FailedPrecondition, match="method A has no real defects to blend"):
+    with pytest.raises(FailedPrecondition, match="mask_blend has no real defects to blend"):
         asyncio.run(servicer.synthesize(_conditioned_request(method=MASK_BLEND)))
