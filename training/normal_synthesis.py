@@ -33,6 +33,7 @@ from twinray.shared.models.normal_synthesis.network import (
 )
 from twinray.shared.models.segmentation.network import AnatomySegmenter, segmenter_from_weights
 from twinray.shared.platform.config import Settings
+from twinray.shared.platform.errors import InvalidInput
 from twinray.shared.platform.imaging import unit_images
 from twinray.shared.platform.registry import ModelRegistry, ModelVersion
 from twinray.shared.platform.storage import ArtifactStore
@@ -213,6 +214,11 @@ def prepare(store: ArtifactStore, config: NormalSynthesisTrainConfig) -> harness
     maps; it is recorded with the matching-pairs translator that produced the pseudo-pairs."""
     segmentation_version = ModelRegistry(store).resolve(SEGMENTER_NAME, config.segmentation_version)
     pairs = read_pseudo_pair_manifest(store, config.pseudo_pairs)
+    if min(pairs["counts"].values()) < HOLDOUT_EVERY:
+        raise InvalidInput(
+            f"pseudo-pairs {config.pseudo_pairs!r} hold {pairs['counts']}: the generator needs at least {HOLDOUT_EVERY} "
+            f"abnormal and {HOLDOUT_EVERY} normal images (every {HOLDOUT_EVERY}th is held out to choose its checkpoint)"
+        )
     config = dataclasses.replace(config, segmentation_version=segmentation_version)
     return harness.Prepared(
         config,

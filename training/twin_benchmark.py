@@ -15,13 +15,15 @@ from collections.abc import Sequence
 
 import torch
 
-from twinray.shared.data.phantoms.dataset import read_phantom_split
+from twinray.shared.data.dataset_io import manifest_key
+from twinray.shared.data.phantoms.dataset import read_phantom_manifest, read_phantom_split
 from twinray.shared.evaluation.normal_synthesis import trained_twins
 from twinray.shared.evaluation.report import evaluation_report
 from twinray.shared.evaluation.twin_benchmark import HIGHPASS_SELECTION, HeldOut, benchmark_rows, no_learning_rows, twin_rows
 from twinray.shared.models.normal_synthesis.network import SpadeConfig
 from twinray.shared.models.segmentation.network import segmenter_from_weights
 from twinray.shared.platform.config import Settings
+from twinray.shared.platform.errors import InvalidInput
 from twinray.shared.platform.registry import ModelRegistry
 from twinray.shared.platform.storage import open_store
 from twinray.shared.synthesis.pseudo_pairs import write_pseudo_pairs
@@ -35,8 +37,26 @@ class TwinBudget:
     segmentation_epochs: int = 8
     translator_epochs: int = 8
     generator_epochs: int = 8
-    # Disease can add or remove density (a pneumothorax removes it): the generator's change has either sign.
-    negative_residual: bool = False
+
+
+BUCKET_SUFFIX = "-twin-benchmark"
+# A pneumothorax's twin must ADD density back: the benchmark's generators change either way.
+GENERATOR = SpadeConfig(negative_residual=False)
+
+
+def benchmark_settings(settings: Settings, dataset: str) -> Settings:
+    """Settings whose store is a bucket of its own holding a copy of `dataset`: every version the
+    benchmark trains is published there, so the "latest" versions that the services and a plain
+    `twinray eval` use never move (to an ablation, say)."""
+    bench = dataclasses.replace(settings, store_bucket=settings.store_bucket + BUCKET_SUFFIX)
+    source, target = open_store(settings), open_store(bench)
+    manifest = read_phantom_manifest(source, dataset)  # NotFound / InvalidInput before anything is copied
+    if not target.exists(manifest_key(dataset)):
+        for entry in manifest["splits"].values():
+            for shard in entry["shards"]:
+                target.put_bytes(shard["key"], source.get_bytes(shard["key"], sha256=shard["sha256"]))
+        target.put_bytes(manifest_key(dataset), source.get_bytes(manifest_key(dataset)))  # the manifest last
+    return bench
 
 
 def _train_seed(settings: Settings, dataset: str, seed: int, segmentation_version: int, budget: TwinBudget) -> dict[str, int]:
@@ -56,7 +76,7 @@ def _train_seed(settings: Settings, dataset: str, seed: int, segmentation_versio
             epochs=budget.generator_epochs,
             segmentation_version=segmentation_version,
             lambda_anatomy=1.0 if use_anatomy else 0.0,
-            model=SpadeConfig(negative_residual=budget.negative_residual, use_anatomy=use_anatomy),
+            model=dataclasses.replace(GENERATOR, use_anatomy=use_anatomy),
         )
         versions[row] = normal_synthesis.train_normal_synthesis(settings, config).version
     return versions
@@ -66,7 +86,13 @@ def run_twin_benchmark(
     settings: Settings, *, dataset: str, seeds: Sequence[int], budget: TwinBudget = TwinBudget(), split: str = "test"
 ) -> dict:
     """Train `seeds` of every learned row on `dataset`/train, choose checkpoints label-free, score every
-    row on `dataset`/`split` once; the shared report shape, mean and sd over the seeds."""
+    row on `dataset`/`split` once; the shared report shape, mean and sd over the seeds. Everything it
+    trains is published in a bucket of its own (`benchmark_settings`)."""
+    if not seeds or min(seeds) < 0:
+        raise InvalidInput(f"the twin benchmark needs one or more seeds >= 0, got {list(seeds)}")
+    if split in ("train", "val"):
+        raise InvalidInput(f"the twin benchmark trains on train and chooses on val: score another split than {split!r}")
+    settings = benchmark_settings(settings, dataset)
     registry = ModelRegistry(open_store(settings))
     seg = segmentation.train_segmentation(
         settings, segmentation.SegmentationTrainConfig(dataset=dataset, epochs=budget.segmentation_epochs)
@@ -79,13 +105,12 @@ def run_twin_benchmark(
     for seed in seeds:
         trained = _train_seed(settings, dataset, seed, seg.version, budget)
         translator = registry.load(matching_pairs.MODEL_NAME, trained["matching-pairs"])
-        twins = {}
-        for row in ("anatomy_prior", "no_anatomy"):
-            twins |= trained_twins(translator, registry.load(normal_synthesis.MODEL_NAME, trained[row]), segmenter, val)
-        runs.append(twin_rows(test, twins, cpu))
+        generators = [registry.load(normal_synthesis.MODEL_NAME, trained[row]) for row in ("anatomy_prior", "no_anatomy")]
+        runs.append(twin_rows(test, trained_twins(translator, generators, segmenter, val.normal), cpu))
         versions.append(trained)
     once, chosen = no_learning_rows(val, test, segmenter, cpu)
     protocol = {
+        "store_bucket": settings.store_bucket,
         "splits": {
             "train": f"{dataset}/train",
             "selection": f"{dataset}/val (no-learning rows); label-free held-out pseudo-pairs and val image labels (learned rows)",

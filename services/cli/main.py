@@ -16,7 +16,7 @@ from twinray.services import SERVE_CONFIG
 from twinray.services.cli.defaults import DATASET, PRODUCT_SPLITS, PRODUCTS, SPLITS
 from twinray.services.cli.reports import print_defect_report, print_json, print_segmentation_report, print_twin_report
 from twinray.shared.platform.config import Settings
-from twinray.shared.platform.errors import TwinRayError
+from twinray.shared.platform.errors import InvalidInput, TwinRayError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -101,6 +101,9 @@ def _eval_normal_synthesis(args: argparse.Namespace, settings: Settings) -> None
         _eval_published("normal_synthesis", print_twin_report)(args, settings)
         return
     from twinray.training.twin_benchmark import TwinBudget, run_twin_benchmark
+
+    if args.version != "latest":
+        raise InvalidInput("--version names a published generator; --seeds trains its own: give one or the other")
 
     budget = TwinBudget(args.segmentation_epochs, args.translator_epochs, args.generator_epochs)
     report = run_twin_benchmark(settings, dataset=args.dataset, seeds=range(args.seeds), budget=budget, split=args.split)
@@ -253,7 +256,7 @@ def build_parser(*, train_models: bool = True) -> argparse.ArgumentParser:
     phantoms.add_argument(
         "--generator",
         default="cxr-phantom/1",
-        choices=("cxr-phantom/1", "cxr-phantom/2"),
+        choices=("cxr-phantom/1", "cxr-phantom/2"),  # twinray.shared.data.phantoms.dataset.VERSIONS, without importing torch here
         help="cxr-phantom/2: four pathologies, confounders, calibrated on real annotation tables",
     )
     for split, count in SPLITS.items():

@@ -6,6 +6,7 @@ Over several trained seeds: `twinray.training.twin_benchmark`."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import torch
 
@@ -27,18 +28,16 @@ SEGMENTER_NAME = "segmentation"
 
 
 def trained_twins(
-    translator: LoadedModel, generator: LoadedModel, segmenter: torch.nn.Module, val: HeldOut
+    translator: LoadedModel, generators: Sequence[LoadedModel], segmenter: torch.nn.Module, val_normal: torch.Tensor
 ) -> dict[str, TwinFunction]:
     """The benchmark's twin rows of one trained seed: the translator raw and calibrated (its baseline
-    measured on the val normals), and the generator (`no_anatomy` when trained without the map)."""
+    measured on the val normals (N,1,H,W)), and each generator (`no_anatomy` when trained without the map)."""
     translate = translator_twin(translator_from_weights(translator.config, translator.weights), translator.config["input_size"])
-    model = normal_synthesizer_from_weights(generator.config, generator.weights)
-    row = "anatomy_prior" if generator.config.get("use_anatomy", True) else "no_anatomy"
-    return {
-        "cyclegan": translate,
-        "cyclegan_calibrated": calibrated_twin(translate, val.normal, torch.device("cpu")),
-        row: generator_twin(model, segmenter),
-    }
+    twins = {"cyclegan": translate, "cyclegan_calibrated": calibrated_twin(translate, val_normal, torch.device("cpu"))}
+    for generator in generators:
+        row = "anatomy_prior" if generator.config.get("use_anatomy", True) else "no_anatomy"
+        twins[row] = generator_twin(normal_synthesizer_from_weights(generator.config, generator.weights), segmenter)
+    return twins
 
 
 def evaluate_published(
@@ -55,7 +54,7 @@ def evaluate_published(
     val, test = (HeldOut.of(read_phantom_split(registry.store, dataset, name)) for name in ("val", split))
     cpu = torch.device("cpu")
     once, chosen = no_learning_rows(val, test, segmenter, cpu)
-    rows = benchmark_rows(once, [twin_rows(test, trained_twins(translator, loaded, segmenter, val), cpu)])
+    rows = benchmark_rows(once, [twin_rows(test, trained_twins(translator, [loaded], segmenter, val.normal), cpu)])
     scored = {"dataset": dataset, "split": split, "abnormal_images": len(test.image), "normal_images": len(test.normal)}
     models = {translator.name: translator.version, MODEL_NAME: loaded.version, SEGMENTER_NAME: seg.version}
     protocol = published_protocol(scored, models, anatomy_by=SEGMENTER_NAME, lung_highpass=chosen)

@@ -52,16 +52,15 @@ def localisation(
 
 
 def lesion_recall(image: torch.Tensor, twin: torch.Tensor, true_twin: torch.Tensor, lesion_mask: torch.Tensor) -> float:
-    """The share of each image's disease the twin removes, 1 - sum|twin - true twin| / sum|image - true twin|
-    over its lesion pixels, averaged over images (1 = all removed, 0 = left, < 0 = made worse; images
-    whose lesions change nothing are skipped). Unsigned, so density loss counts like added density."""
+    """The share of the disease the twin removes, 1 - sum|twin - true twin| / sum|image - true twin|,
+    summed over the lesion pixels of all images (1 = all removed, 0 = left, < 0 = made worse; NaN when
+    the lesions change nothing). Pooled, so a faint lesion weighs by the change it makes, not as a whole
+    image. Unsigned, so density loss counts like added density."""
     lesion = lesion_mask.bool()[:, None]
-    left = ((twin - true_twin).abs() * lesion).flatten(1).sum(dim=1)
-    disease = ((image - true_twin).abs() * lesion).flatten(1).sum(dim=1)
-    measured = disease > 0
-    if not measured.any():
+    disease = float(((image - true_twin).abs() * lesion).sum())
+    if disease == 0:
         return NAN
-    return float((1 - left[measured] / disease[measured]).mean())
+    return 1.0 - float(((twin - true_twin).abs() * lesion).sum()) / disease
 
 
 def false_change(

@@ -1,6 +1,7 @@
-"""One yardstick for every healthy-twin model (the matching-pairs translator, the anatomy-conditioned
-generator): held-out phantoms, whose true twins and lesion masks are known, scored the same way
-during training (each epoch's checkpoint score) and by `twinray eval normal-synthesis`."""
+"""The true-twin check every healthy-twin trainer logs each epoch (the matching-pairs translator, the
+anatomy-conditioned generator): held-out phantoms, whose true twins and lesion masks are known. Logged
+beside the label-free score that chooses the checkpoint, never used to choose; the benchmark that
+compares twins is twinray.shared.evaluation.twin_benchmark."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Measure `cxr-phantom/2` phantoms the way twinray.shared.data.real_tables measured the real tables,
 and compare: the statistics test and the fitting of calibration's scales both use this.
 
-`python -m twinray.shared.data.phantoms.calibration_check [count]` prints real vs phantom medians.
+`python -m twinray.shared.data.phantoms.calibration_check [count [seed]]` prints real vs phantom quartiles.
 """
 
 from __future__ import annotations
@@ -30,9 +30,7 @@ def _boxes(phantoms: Sequence[PhantomV2], pathology: int) -> np.ndarray:
 
 def phantom_statistics(phantoms: Sequence[PhantomV2]) -> dict[str, dict[str, dict[str, float]]]:
     """The phantoms' counterparts of the real statistics the generator is fitted on (same keys)."""
-    lungs = [np.isin(ph.anatomy, A.LUNGS) for ph in phantoms if ph.lesion_seed is None] or [
-        np.isin(ph.anatomy, A.LUNGS) for ph in phantoms
-    ]
+    lungs = [np.isin(ph.anatomy, A.LUNGS) for ph in phantoms]  # the healthy person's anatomy, abnormal or not
     extents = []
     for lung in lungs:
         rows, cols = np.nonzero(lung)
@@ -92,13 +90,12 @@ def real_counterparts() -> dict[str, dict[str, dict[str, float]]]:
 
 
 def sample(count: int, size: int = 128, seed: int = 0) -> list[PhantomV2]:
-    """`count` abnormal and `count // 4` healthy phantoms (healthy ones measure the lungs)."""
-    sick = [render_phantom_v2(10_000 * seed + i, size, lesion_seed=i) for i in range(count)]
-    return sick + [render_phantom_v2(10_000 * seed + count + i, size) for i in range(count // 4)]
+    """`count` abnormal phantoms of persons and diseases drawn from `seed`."""
+    return [render_phantom_v2(10_000 * seed + i, size, lesion_seed=10_000 * seed + i + 5_000) for i in range(count)]
 
 
 if __name__ == "__main__":
-    phantoms = sample(int(sys.argv[1]) if len(sys.argv) > 1 else 200)
+    phantoms = sample(int(sys.argv[1]) if len(sys.argv) > 1 else 200, seed=int(sys.argv[2]) if len(sys.argv) > 2 else 0)
     ours, real = phantom_statistics(phantoms), real_counterparts()
     for table, metrics in real.items():
         for metric, quantiles in metrics.items():

@@ -29,7 +29,6 @@ class Canvas:
     markings: np.ndarray  # float32 (S, S): the lung markings' share of `density`
     lung_field: np.ndarray  # bool (S, S, 2): the right and left lung fields, behind the heart too
     wall: np.ndarray  # float32 (S, S, 2): signed depth to the right / left chest wall (< 0 inside)
-    body: np.ndarray  # bool (S, S)
 
     @property
     def size(self) -> int:
@@ -52,7 +51,6 @@ def healthy_canvas(params: PersonParameters, vessel_grid: np.ndarray, size: int)
     anatomy = np.empty((size, size), np.uint8)
     density, markings = (np.empty((size, size), np.float32) for _ in range(2))
     lung_field, wall = np.empty((size, size, 2), bool), np.empty((size, size, 2), np.float32)
-    body = np.empty((size, size), bool)
     eps = max(0.012, 3.0 / size)
     step = max(1, 16384 // size)
     for r in range(0, size, step):
@@ -61,8 +59,7 @@ def healthy_canvas(params: PersonParameters, vessel_grid: np.ndarray, size: int)
         anatomy[block] = cxr.anatomy_labels(fields)
         density[block] = cxr.healthy_density(params, fields, vessels[block], eps)
         markings[block] = density[block] - cxr.healthy_density(params, fields, no_vessels[block], eps)
-        body[block] = fields["body"] < 0
         for side, name in enumerate(("r", "l")):
-            lung_field[block, :, side] = (fields[f"lung_{name}"] < 0) & body[block]
+            lung_field[block, :, side] = (fields[f"lung_{name}"] < 0) & (fields["body"] < 0)
             wall[block, :, side] = fields[f"egg_{name}"]
-    return Canvas(params, c, x, y, anatomy, density, markings, lung_field, wall, body)
+    return Canvas(params, c, x, y, anatomy, density, markings, lung_field, wall)

@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from twinray.shared.data.phantoms.canvas import Canvas
-from twinray.shared.data.phantoms.cxr import PersonParameters, smooth_field
+from twinray.shared.data.phantoms.cxr import PersonParameters, smooth_field, to_image
 
 # A 5x7 bitmap of the side markers' letters, as burned in by the X-ray unit.
 _LETTERS = {
@@ -66,21 +66,27 @@ def devices(rng: np.random.Generator, canvas: Canvas, view: str) -> np.ndarray:
             out += 0.7 * _tube(canvas, _curve(rng, centre, edge, 0.3), thin)
     if rng.random() < (0.35 if view == "AP" else 0.05):  # central venous line: subclavian to the SVC
         side = float(rng.choice([-1.0, 1.0]))
-        start = (p.mid + side * 0.7, p.right.clav_y - 0.05)
-        end = (p.mid - 0.08, p.col_top + float(rng.uniform(0.5, 0.7)))
+        start = _on_film(p, p.mid + side * 0.7, p.right.clav_y - 0.05)
+        end = _on_film(p, p.mid - 0.08, p.col_top + float(rng.uniform(0.5, 0.7)))
         out += 0.8 * _tube(canvas, _curve(rng, start, end, 0.1), thin)
     if rng.random() < (0.3 if view == "AP" else 0.03):  # nasogastric tube down the midline into the stomach
-        end = (p.mid + p.dome_x + 0.1, p.dome_r + 0.25)
-        out += 0.6 * _tube(canvas, _curve(rng, (p.mid, -1.05), end, 0.06), 1.5 * thin)
+        top, end = _on_film(p, p.mid, -1.3), _on_film(p, p.mid + p.dome_x + 0.1, p.dome_r + 0.25)
+        out += 0.6 * _tube(canvas, _curve(rng, top, end, 0.06), 1.5 * thin)
     if rng.random() < (0.25 if view == "AP" else 0.0):  # endotracheal tube, tip above the carina
-        out += 0.5 * _tube(canvas, np.array([(p.mid, -1.05), (p.mid, p.col_top + 0.3)]), 3 * thin)
+        out += 0.5 * _tube(canvas, np.array([_on_film(p, p.mid, -1.3), _on_film(p, p.mid, p.col_top + 0.3)]), 3 * thin)
     return out
+
+
+def _on_film(p: PersonParameters, x: float, y: float) -> tuple[float, float]:
+    """Where the person's point (x, y) lies on the film (image coordinates), after pose and zoom."""
+    fx, fy = to_image(p, np.float64(x), np.float64(y))
+    return float(fx), float(fy)
 
 
 def soft_tissue(rng: np.random.Generator, canvas: Canvas, view: str) -> np.ndarray:
     """Nipple shadows, breast soft tissue, AP scapulae and patchy lung density: added density."""
     p, c = canvas.params, canvas.c
-    x, y = c[None, :], c[:, None]
+    x, y = canvas.x, canvas.y  # person coordinates: these are parts of the person, posed with it
     out = np.zeros((canvas.size, canvas.size), np.float32)
     level = p.dome_r - float(rng.uniform(0.1, 0.3))
     if rng.random() < 0.4:  # nipple shadows: round, soft-edged, in the lower zones, often on one side only

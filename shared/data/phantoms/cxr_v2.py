@@ -37,13 +37,14 @@ CONTRAST = {"opacity": (0.05, 0.45), "nodule": (0.06, 0.4), "effusion": (0.12, 0
 @dataclasses.dataclass(frozen=True)
 class PhantomV2:
     """One rendered v2 phantom. `boxes` rows are (x_min, y_min, x_max, y_max) in pixel edges, one per
-    lesion, in the order of `lesion_classes`; lesion i's pixels are `lesion_labels == i + 1`."""
+    lesion, in the order of `lesion_classes`: the box of all the lesion changed, even where a smaller
+    lesion on top of it holds the label; lesion i's labelled pixels are `lesion_labels == i + 1`."""
 
     image: np.ndarray  # float32 (H, W) in [0, 1], bright = dense
     twin: np.ndarray  # the same person without disease; equal to `image` where lesion_labels == 0
     anatomy: np.ndarray  # uint8 (H, W), twinray.shared.data.anatomy indices, of the healthy person
     lung_field: np.ndarray  # bool (H, W): both lung fields, behind the heart too
-    lesion_labels: np.ndarray  # uint8 (H, W): 0 = no lesion, i + 1 = lesion i (the last drawn wins)
+    lesion_labels: np.ndarray  # uint8 (H, W): 0 = no lesion, i + 1 = lesion i (where lesions overlap, the smaller)
     lesion_classes: np.ndarray  # int8 (N,), indices of PATHOLOGIES
     boxes: np.ndarray  # float32 (N, 4)
     view: str
@@ -82,16 +83,35 @@ def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
     return float(math.exp(rng.uniform(math.log(low), math.log(high))))
 
 
-def _draw_disease(canvas: Canvas, lesion_seed: int) -> tuple[list[np.ndarray], list[int]]:
-    """The density change of every lesion of `lesion_seed` that fits this person, and its class."""
+def _draw_disease(canvas: Canvas, lesion_seed: int, exposed: np.ndarray) -> tuple[list[np.ndarray], list[int]]:
+    """The density change, inside the exposed field, of every lesion of `lesion_seed` that fits this
+    person, and its class. An abnormal phantom always has a lesion: a plan of which nothing fits is
+    followed by the seed's next plan (up to 8)."""
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(lesion_seed)))
     changes, classes = [], []
-    for pathology, contrast in _disease_plan(rng):
-        change = DRAWERS[pathology](rng, canvas, contrast)
-        if change is not None and np.any(change != 0):
-            changes.append(change)
-            classes.append(pathology)
+    for _ in range(8):
+        for pathology, contrast in _disease_plan(rng):
+            change = DRAWERS[pathology](rng, canvas, contrast)
+            if change is not None and np.any(change := change * exposed):
+                changes.append(change)
+                classes.append(pathology)
+        if changes:
+            break
     return changes, classes
+
+
+def _label(changes: list[np.ndarray], marker: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The lesion label map (larger lesions painted first, so a small one on top stays visible) and
+    each lesion's box from its OWN support, whatever overlaps it."""
+    supports = [(change != 0) & ~marker for change in changes]
+    labels = np.zeros(marker.shape, np.uint8)
+    for index in sorted(range(len(changes)), key=lambda i: -int(supports[i].sum())):
+        labels[supports[index]] = index + 1
+    boxes = []
+    for support in supports:
+        rows, cols = np.nonzero(support)
+        boxes.append((cols.min(), rows.min(), cols.max() + 1, rows.max() + 1))
+    return labels, np.asarray(boxes, np.float32).reshape(-1, 4)
 
 
 def render_phantom_v2(person_seed: int, size: int = 256, *, lesion_seed: int | None = None, view: str | None = None) -> PhantomV2:
@@ -124,14 +144,11 @@ def render_phantom_v2(person_seed: int, size: int = 256, *, lesion_seed: int | N
     background = params.bg_amp * smooth_field(person.background, c, c, 0.5) + params.heel * c[:, None]
     noise = np.random.Generator(np.random.PCG64(person.noise_seed)).standard_normal((size, size), np.float32)
     twin = expose(params, density, background, noise)
-    changes, classes = _draw_disease(canvas, lesion_seed) if lesion_seed is not None else ([], [])
-    labels = np.zeros((size, size), np.uint8)
-    boxes = []
-    total = np.zeros_like(density)
-    for index, change in enumerate(changes):
-        change = change * exposed
-        labels[change != 0] = index + 1
-        total += change
+    changes, classes = _draw_disease(canvas, lesion_seed, exposed) if lesion_seed is not None else ([], [])
+    kept = [i for i, change in enumerate(changes) if np.any((change != 0) & ~marker)]
+    changes, classes = [changes[i] for i in kept], [classes[i] for i in kept]
+    labels, boxes = _label(changes, marker)
+    total = sum(changes, np.zeros_like(density))
     image = twin.copy()
     changed = total != 0
     image[changed] = expose(params, density[changed] + total[changed], background[changed], noise[changed])
@@ -140,21 +157,14 @@ def render_phantom_v2(person_seed: int, size: int = 256, *, lesion_seed: int | N
     unexposed = 0.92 + 0.01 * noise[~exposed]
     twin[~exposed], image[~exposed] = unexposed, unexposed
     twin[marker], image[marker] = 0.98, 0.98
-    labels[marker] = 0
-    kept = [i for i in range(len(changes)) if np.any(labels == i + 1)]
-    for new, old in enumerate(kept):
-        rows, cols = np.nonzero(labels == old + 1)
-        boxes.append((cols.min(), rows.min(), cols.max() + 1, rows.max() + 1))
-        labels[labels == old + 1] = new + 1
-    image[labels == 0] = twin[labels == 0]
     return PhantomV2(
         image=np.clip(image, 0.0, 1.0).astype(np.float32),
         twin=np.clip(twin, 0.0, 1.0).astype(np.float32),
         anatomy=canvas.anatomy,
         lung_field=canvas.any_lung(),
         lesion_labels=labels,
-        lesion_classes=np.array([classes[i] for i in kept], np.int8),
-        boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
+        lesion_classes=np.array(classes, np.int8),
+        boxes=boxes,
         view=view,
         person_seed=int(person_seed),
         lesion_seed=None if lesion_seed is None else int(lesion_seed),

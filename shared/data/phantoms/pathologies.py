@@ -34,7 +34,8 @@ def _centre_in_lung(
     rng: np.random.Generator, canvas: Canvas, fx: Quantiles, fy: Quantiles, side: int, margin: float
 ) -> tuple[float, float] | None:
     """An image-coordinate point drawn from the fitted centre distributions whose `margin`
-    neighbourhood lies in lung field `side` (None when 64 draws find none)."""
+    neighbourhood lies in lung field `side`; when 64 draws find none, any pixel of that lung field
+    (None only when the field is empty, e.g. collimated away)."""
     inside = canvas.lung_field[..., side]
     for _ in range(64):
         px = fx.draw(rng) if side == 0 else 1.0 - fx.draw(rng)  # fitted on the right lung, mirrored
@@ -42,16 +43,15 @@ def _centre_in_lung(
         probes = [(cx + dx * margin, cy + dy * margin) for dx, dy in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))]
         if all(inside[_index(canvas, py), _index(canvas, qx)] for qx, py in probes):
             return cx, cy
-    return None
+    rows, cols = np.nonzero(inside)
+    if len(rows) == 0:
+        return None
+    pick = int(rng.integers(len(rows)))
+    return float(canvas.c[cols[pick]]), float(canvas.c[rows[pick]])
 
 
 def _index(canvas: Canvas, coordinate: float) -> int:
     return int(np.clip((coordinate + 1.0) / canvas.pixel, 0, canvas.size - 1))
-
-
-def _contrast(rng: np.random.Generator, low: float, high: float) -> float:
-    """Log-uniform: subtle and obvious lesions are equally common per octave of contrast."""
-    return float(math.exp(rng.uniform(math.log(low), math.log(high))))
 
 
 def opacity(rng: np.random.Generator, canvas: Canvas, contrast: float) -> np.ndarray | None:

@@ -161,3 +161,17 @@ def test_a_table_cell_is_mean_and_sd_only_over_several_runs():
     assert reports.cell(single(0.25)) == "0.2500"
     assert reports.cell(over_runs([0.2, 0.4])) == "0.3000 +- 0.1000"
     assert reports.cell(single(None)) == reports.cell(None) == "-"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--seeds", "2", "--version", "3"], "--version names a published generator"),
+        (["--seeds", "-1"], "one or more seeds >= 0"),
+        (["--seeds", "1", "--split", "val"], "score another split than 'val'"),
+    ],
+)
+def test_the_twin_benchmark_refuses_what_it_cannot_honour_before_training(args, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TWINRAY_HOME", str(tmp_path))
+    assert main(["eval", "normal-synthesis", *args]) != 0
+    assert message in capsys.readouterr().err

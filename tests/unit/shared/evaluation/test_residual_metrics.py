@@ -115,13 +115,17 @@ def test_lesion_recall_of_a_partial_and_of_a_harmful_twin():
     assert lesion_recall(image[pneumothorax], half, true_twin[pneumothorax], lesion[pneumothorax]) == pytest.approx(0.5)
 
 
-def test_lesion_recall_skips_images_whose_lesions_change_nothing():
+def test_lesion_recall_is_pooled_over_lesion_pixels_so_a_faint_lesion_weighs_little():
     case = phantoms()
     image, true_twin, lesion = case["image"].clone(), case["true_twin"], case["lesion_labels"] > 0
-    image[0] = true_twin[0]  # a labelled lesion that changes nothing: no recall to measure
+    disease = (image - true_twin).abs()[:, 0]
+    image[0] = true_twin[0] + 0.01 * (image[0] - true_twin[0])  # image 0's lesion is faint
     twin = true_twin.clone()
-    twin[0] += 0.1  # would score -inf, or 0 if counted as "left", were it not skipped
-    assert lesion_recall(image, twin, true_twin, lesion) == pytest.approx(1.0)
+    twin[0] += 0.05 * lesion[0]  # and its twin is off by more than that lesion: per image, far below zero
+    kept = float(disease[1:][lesion[1:]].sum())
+    faint = 0.01 * float(disease[0][lesion[0]].sum())
+    expected = 1.0 - 0.05 * float(lesion[0].sum()) / (kept + faint)
+    assert lesion_recall(image, twin, true_twin, lesion) == pytest.approx(expected, rel=1e-4)
     assert math.isnan(lesion_recall(true_twin, twin, true_twin, lesion))
 
 

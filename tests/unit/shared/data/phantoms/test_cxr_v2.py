@@ -58,13 +58,21 @@ def test_pneumothorax_removes_density_and_the_others_add_it(sick: list) -> None:
     assert alone >= 3
 
 
-def test_lesions_lie_in_the_lung_fields_and_boxes_are_their_tight_boxes(sick: list) -> None:
+def test_lesions_lie_in_the_lung_fields_and_each_box_holds_its_lesion(sick: list) -> None:
     for phantom in sick:
         assert not (phantom.lesion_mask & ~phantom.lung_field).any()
         assert len(phantom.boxes) == len(phantom.lesion_classes)
         for index, (x0, y0, x1, y1) in enumerate(phantom.boxes.astype(int)):
             rows, cols = np.nonzero(phantom.lesion_labels == index + 1)
-            assert (x0, y0, x1, y1) == (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
+            assert x0 <= cols.min() and y0 <= rows.min() and cols.max() < x1 and rows.max() < y1
+
+
+def test_every_abnormal_phantom_shows_a_lesion() -> None:
+    # Person 1079 with lesion seed 5079 once drew only a nodule with no room in its lungs.
+    cases = [(1079, 5079)] + [(2000 + i, 7000 + i) for i in range(40)]
+    for person, lesion in cases:
+        phantom = render_phantom_v2(person, 64, lesion_seed=lesion)
+        assert len(phantom.lesion_classes) >= 1 and (phantom.image != phantom.twin).any(), (person, lesion)
 
 
 def test_the_lung_fields_cover_the_labelled_lungs_and_behind_the_heart() -> None:
