@@ -173,14 +173,6 @@ def _render_digest(fields: tuple[str, ...]) -> str:
     return digest.hexdigest()
 
 
-def _exp_kernel() -> str:
-    try:
-        from numpy.lib.introspect import opt_func_info
-    except ImportError:  # numpy < 2
-        return "unknown"
-    return opt_func_info(func_name="^exp$", signature="float32")["exp"]["ff"]["current"]
-
-
 def test_parameters_are_the_pinned_draws() -> None:
     def as_old_dict(p: cxr.PersonParameters) -> dict[str, float]:  # the dict the renderer used to draw
         flat = dataclasses.asdict(p)
@@ -196,8 +188,8 @@ def test_labels_masks_and_boxes_are_the_pinned_bytes() -> None:
     assert _render_digest(("anatomy", "lesion_mask", "boxes")) == LABELS_SHA256
 
 
-def test_rendered_arrays_are_the_pinned_bytes() -> None:
-    kernel = _exp_kernel()
+def test_rendered_arrays_are_the_pinned_bytes(exp_kernel: str) -> None:
+    kernel = exp_kernel
     if kernel not in RENDER_SHA256:
         pytest.skip(f"no pin for numpy's float32 exp kernel {kernel!r} (pinned: {sorted(RENDER_SHA256)})")
     assert _render_digest(("image", "twin", "anatomy", "lesion_mask", "boxes")) == RENDER_SHA256[kernel]

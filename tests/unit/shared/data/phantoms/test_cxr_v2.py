@@ -3,6 +3,8 @@ its physics says, and the confounders are the same in the image and its twin."""
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -106,3 +108,44 @@ def test_the_view_is_honoured_and_otherwise_drawn() -> None:
 def test_bad_arguments_are_invalid_input(kwargs: dict) -> None:
     with pytest.raises(InvalidInput):
         render_phantom_v2(**kwargs)
+
+
+# cxr-phantom/2 is reproducible by name: a seed keeps its person, view, disease and bytes. Labels, masks,
+# classes and boxes agree on the X86_V3 and baseline(X86_V2) kernels; the float32 images are pinned per
+# kernel (docs/decisions/0009-phantom-render-pins-per-simd-kernel.md).
+GOLDEN_CASES = [
+    (0, 96, None, None),
+    (3, 128, 2, "AP"),
+    (7, 96, 3, "PA"),
+    (11, 200, 1011, None),
+    (4, 64, 21, "AP"),
+    (1079, 128, 5079, None),
+]
+LABELS_SHA256 = "a1484358e8eda21287efd8c516f49044f3126a219a8380f2b5cbc2485152450f"
+RENDER_SHA256 = {
+    "X86_V3": "891b3ac90b3ed807da2d5c8bc3059c06638ba8e8d39643229897b2294eb7aeee",
+    "baseline(X86_V2)": "63512508f82bf6b49606e521c68e2eab5303734190ef0ba44a6891436a3346ad",
+}
+
+
+def _render_digest(fields: tuple[str, ...]) -> str:
+    digest = hashlib.sha256()
+    for person_seed, size, lesion_seed, view in GOLDEN_CASES:
+        phantom = render_phantom_v2(person_seed, size, lesion_seed=lesion_seed, view=view)
+        for field in fields:
+            array = np.ascontiguousarray(getattr(phantom, field))
+            digest.update(f"{field}{array.dtype}{array.shape}".encode())
+            digest.update(array.tobytes())
+        digest.update(phantom.view.encode())
+    return digest.hexdigest()
+
+
+def test_labels_classes_and_boxes_are_the_pinned_bytes() -> None:
+    assert _render_digest(("anatomy", "lung_field", "lesion_labels", "lesion_classes", "boxes")) == LABELS_SHA256
+
+
+def test_rendered_arrays_are_the_pinned_bytes(exp_kernel: str) -> None:
+    if exp_kernel not in RENDER_SHA256:
+        pytest.skip(f"no pin for numpy's float32 exp kernel {exp_kernel!r} (pinned: {sorted(RENDER_SHA256)})")
+    fields = ("image", "twin", "anatomy", "lung_field", "lesion_labels", "lesion_classes", "boxes")
+    assert _render_digest(fields) == RENDER_SHA256[exp_kernel]
