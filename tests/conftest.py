@@ -180,7 +180,7 @@ def trained_segmenter(ray_cluster: None, phantom_dataset: str, twinray_settings:
     from twinray.training.segmentation import SegmentationTrainConfig, train_segmentation
 
     config = SegmentationTrainConfig(
-        dataset=phantom_dataset, epochs=6, batch_size=4, workers=2, model=SegmenterConfig(channels=(8, 16, 32))
+        dataset=phantom_dataset, epochs=10, batch_size=4, workers=2, model=SegmenterConfig(channels=(8, 16, 32))
     )
     return train_segmentation(twinray_settings, config)
 

@@ -15,27 +15,14 @@ from twinray.shared.platform.storage import open_store
 )
 def test_data_phantoms_writes_the_chosen_generation(tmp_path, monkeypatch, capsys, generator, dataset_format):
     monkeypatch.setenv("TWINRAY_HOME", str(tmp_path))
-    args = [
-        "data",
-        "phantoms",
-        "--name",
-        "mine",
-        "--size",
-        "64",
-        "--generator",
-        generator,
-        "--train",
-        "2",
-        "--val",
-        "1",
-        "--test",
-        "1",
-    ]
+    name = generator.replace("/", "-")  # the session's store may be shared: one dataset per generation
+    sizes = ["--size", "64", "--train", "2", "--val", "1", "--test", "1"]
+    args = ["data", "phantoms", "--name", name, "--generator", generator, *sizes]
     assert main(args) == 0
     store = open_store(Settings.from_env())
-    manifest = read_phantom_manifest(store, "mine")
+    manifest = read_phantom_manifest(store, name)
     assert (manifest["format"], manifest["generator_version"]) == (dataset_format, generator)
-    assert len(read_phantom_split(store, "mine", "train")) == 2 and "mine" in capsys.readouterr().out
+    assert len(read_phantom_split(store, name, "train")) == 2 and name in capsys.readouterr().out
 
 
 def test_the_first_generation_stays_the_default_and_others_are_refused():
