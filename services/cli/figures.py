@@ -31,13 +31,14 @@ def segmentation_figure(cases: list[tuple[np.ndarray, np.ndarray, np.ndarray, fl
 
 def twin_figure(cases: list[dict[str, np.ndarray]], path: Path) -> Path:
     """One row per case: input, anatomy map, healthy twin, residual heat map over the input with the
-    true lesion outline. Each case holds `image`, `anatomy`, `twin`, `residual`, `lesion_mask`."""
+    true lesion outline. Each case holds `image`, `anatomy`, `twin`, `residual`, `lesion_mask`, and may
+    hold a `title` for its row (e.g. its pathology class)."""
     fig, axes = plt.subplots(len(cases), 4, figsize=(12, 3 * len(cases)), squeeze=False)
     cmap = plt.get_cmap("tab10", len(ANATOMY_CLASSES))
     top = max(float(np.abs(case["residual"]).max()) for case in cases) or 1.0
     for row, case in zip(axes, cases):
         row[0].imshow(case["image"], cmap="gray", vmin=0, vmax=1)
-        row[0].set_title("input")
+        row[0].set_title(f"input: {case['title']}" if "title" in case else "input")
         row[1].imshow(case["image"], cmap="gray", vmin=0, vmax=1)
         row[1].imshow(np.ma.masked_equal(case["anatomy"], 0), cmap=cmap, vmin=0, vmax=len(ANATOMY_CLASSES) - 1, alpha=0.55)
         row[1].set_title("anatomy map")

@@ -99,7 +99,15 @@ def _eval_published(evaluation: str, printer: Callable[[dict], None]) -> Handler
 def _eval_normal_synthesis(args: argparse.Namespace, settings: Settings) -> None:
     if not args.seeds:
         _eval_published("normal_synthesis", print_twin_report)(args, settings)
+        if args.figure:
+            from twinray.services.cli.figures import twin_figure
+            from twinray.shared.evaluation.normal_synthesis import pathology_cases
+
+            cases = pathology_cases(settings, version=args.version, dataset=args.dataset, split=args.split)
+            print(f"figure: {twin_figure(cases, Path(args.figure))} (one row per pathology class)", file=sys.stderr)
         return
+    if args.figure:
+        raise InvalidInput("--figure draws a published generator's twins; --seeds trains its own: give one or the other")
     from twinray.training.twin_benchmark import TwinBudget, run_twin_benchmark
 
     if args.version != "latest":
@@ -303,6 +311,7 @@ def build_parser(*, train_models: bool = True) -> argparse.ArgumentParser:
     defect_eval.add_argument("--device", default="cpu", help="where the generators sample and the segmenters train (cpu, cuda)")
     defect_eval.add_argument("--json", action="store_true", help="print the report as one JSON object, on the last line")
     defect_eval.set_defaults(func=_eval_defect_augmentation)
+    synth_eval.add_argument("--figure", help="PNG path: a held-out case per pathology class with its twin and residual")
     synth_eval.add_argument(
         "--seeds", type=int, default=0, help="train this many seeds of every learned row first (0: the published models)"
     )

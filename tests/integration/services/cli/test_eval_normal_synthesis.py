@@ -11,6 +11,7 @@ import pytest
 
 from twinray.services.cli.main import main
 from twinray.shared.evaluation.normal_synthesis import evaluate_published as evaluate_normal_synthesis
+from twinray.shared.evaluation.normal_synthesis import pathology_cases
 from twinray.shared.evaluation.report import check_shape
 from twinray.shared.synthesis import pseudo_pairs
 from twinray.training import harness, matching_pairs, normal_synthesis
@@ -79,3 +80,21 @@ def test_eval_normal_synthesis_json_is_the_published_models_report(
         "cyclegan_calibrated",
         "anatomy_prior",
     ]
+
+
+@pytest.mark.integration
+def test_eval_normal_synthesis_draws_a_case_per_pathology_class(
+    trained_normal_synthesizer, phantom_dataset, twinray_settings, tmp_path, capsys
+):
+    figure = tmp_path / "classes.png"
+    version = str(trained_normal_synthesizer.version)
+    args = ["eval", "normal-synthesis", "--json", "--version", version, "--dataset", phantom_dataset, "--figure", str(figure)]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    check_shape(json.loads(out.splitlines()[-1]))  # the figure's line goes to stderr: the report stays last
+    assert figure.stat().st_size > 0 and "one row per pathology class" in err
+    cases = pathology_cases(twinray_settings, version=version, dataset=phantom_dataset)
+    assert [case["title"] for case in cases] == ["opacity"]  # cxr-phantom/1 has opacities only
+    case = cases[0]
+    assert case["image"].shape == case["twin"].shape == case["anatomy"].shape == case["lesion_mask"].shape
+    assert case["lesion_mask"].any()

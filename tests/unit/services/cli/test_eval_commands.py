@@ -169,6 +169,7 @@ def test_a_table_cell_is_mean_and_sd_only_over_several_runs():
         (["--seeds", "2", "--version", "3"], "--version names a published generator"),
         (["--seeds", "-1"], "one or more seeds >= 0"),
         (["--seeds", "1", "--split", "val"], "score another split than 'val'"),
+        (["--seeds", "1", "--figure", "x.png"], "--figure draws a published generator's twins"),
     ],
 )
 def test_the_twin_benchmark_refuses_what_it_cannot_honour_before_training(args, message, tmp_path, monkeypatch, capsys):

@@ -35,5 +35,5 @@ def test_twin_and_segmentation_figures(tmp_path):
     lesion = np.zeros((32, 32), bool)
     lesion[5:9, 5:9] = True
     twin_case = {"image": image, "anatomy": labels, "twin": image * 0.9, "residual": image * 0.1, "lesion_mask": lesion}
-    assert _png_size(twin_figure([twin_case, twin_case], tmp_path / "twin.png"))[0] > 0
+    assert _png_size(twin_figure([twin_case, {**twin_case, "title": "pneumothorax"}], tmp_path / "twin.png"))[0] > 0
     assert _png_size(segmentation_figure([(image, labels, labels, 1.0)], tmp_path / "seg.png"))[0] > 0
