@@ -1,9 +1,11 @@
 """`twinray train normal-synthesis`: the anatomy-conditioned (SPADE) twin generator, on Ray Train.
 
-Each worker reads the CycleGAN pseudo-pairs from the artifact store, labels every training image's
-anatomy ONCE with the frozen published segmenter, and trains the generator against a patch
-discriminator with four losses (reconstruction to the pseudo-normal, LSGAN, anatomy consistency,
-identity on normals). Every epoch rank 0 measures the twins of the HELD-OUT phantoms against their
+Each worker reads the CycleGAN pseudo-pairs (with the training split's normal images) from the
+artifact store, labels every training image's anatomy ONCE with the frozen published segmenter, and
+trains the generator against a patch discriminator with four losses (reconstruction to the pair's
+normal, LSGAN, anatomy consistency, identity on normals). The pairs are the pseudo-pairs, healthy
+images with generic lesions drawn in afresh at every step (twinray.shared.synthesis.synthetic_lesions),
+or both (`pairs`). Every epoch rank 0 measures the twins of the HELD-OUT phantoms against their
 true twins (what the phantoms are for: real data has no true twin) and checkpoints into the store;
 the driver publishes the best checkpoint with the segmenter and translator versions it depended on.
 """
@@ -19,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from twinray.shared.data.anatomy import LUNGS
 from twinray.shared.data.phantoms.dataset import read_phantom_split
 from twinray.shared.data.pseudo_pairs import read_pseudo_pair_manifest, read_pseudo_pairs
 from twinray.shared.evaluation.twin import evaluate_twin_function, generator_twin
@@ -37,16 +40,25 @@ from twinray.shared.platform.errors import InvalidInput
 from twinray.shared.platform.imaging import unit_images
 from twinray.shared.platform.registry import ModelRegistry, ModelVersion
 from twinray.shared.platform.storage import ArtifactStore
+from twinray.shared.synthesis.synthetic_lesions import draw_lesions
 from twinray.training import harness
 from twinray.training.config import TrainConfig
 
 MODEL_NAME = "normal-synthesis"
 SEGMENTER_NAME = "segmentation"
-# Chosen without lesion masks or true twins (real data has neither): on every HOLDOUT_EVERY-th pseudo-pair
-# and normal image, held out of training, minus the L1 to the pseudo-normal and the change on the normal
+# Chosen without lesion masks or true twins (real data has neither): on every HOLDOUT_EVERY-th pair and
+# normal image, held out of training, minus the pair error and the change on the normal
 # (`label_free_selection`). The true-twin scores on the dataset's val split are logged, never used to choose.
 SCORE = "val_selection"
 HOLDOUT_EVERY = 10
+# Where a pair's normal comes from: the CycleGAN pseudo-normals, generic lesions drawn into the training
+# split's healthy images (the healthy image is the target), or both (docs/decisions/0109-generic-lesion-pairs.md).
+PAIR_SOURCES = ("pseudo", "synthetic", "both")
+PAIR_WORDS = {
+    "pseudo": "the CycleGAN pseudo-pairs",
+    "synthetic": "generic lesions drawn into the healthy images",
+    "both": "the CycleGAN pseudo-pairs and generic lesions drawn into the healthy images",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,11 +67,13 @@ class NormalSynthesisTrainConfig(TrainConfig):
     dataset: str = "cxr-phantoms"  # its val split (held-out phantoms with true twins) scores each epoch
     segmentation_version: int | str = "latest"  # resolved to its number before Ray starts
     epochs: int = 8
+    pairs: str = "both"  # one of PAIR_SOURCES
     batch_size: int = 8
-    learning_rate: float = 1e-3  # cosine-annealed to 0 over the run
-    # L1 terms are ~1e-2 (only lesions and pseudo-pair noise differ); x100 as in pix2pix (Isola et al. 2017).
-    lambda_reconstruction: float = 100.0
-    lambda_identity: float = 100.0
+    learning_rate: float = 2e-3  # cosine-annealed to 0 over the run
+    # The twin terms are squared errors of ~1e-3 (`change_balanced_error`); x1000 keeps them well above
+    # the adversarial and anatomy terms.
+    lambda_reconstruction: float = 1000.0
+    lambda_identity: float = 1000.0
     # Kept small, so the lesion signal of the L1 terms outweighs the patch discriminator's
     # (docs/decisions/0105-small-adversarial-weight.md).
     lambda_adversarial: float = 0.1
@@ -74,8 +88,9 @@ class NormalSynthesisTrainConfig(TrainConfig):
 def _training_tensors(
     store: ArtifactStore, config: NormalSynthesisTrainConfig, segmenter: AnatomySegmenter, device: torch.device
 ) -> dict[str, torch.Tensor]:
-    """Pseudo-pairs as tensors, with each image's anatomy labelled once by the frozen segmenter:
-    at the segmenter's size (the anatomy-consistency target) and at the generator's (its condition)."""
+    """Pseudo-pairs and normal images as tensors, with each image's anatomy labelled once by the frozen
+    segmenter: at the segmenter's size (the anatomy-consistency target), at the generator's (its
+    condition) and, for the normals, their lungs at full size (where generic lesions are drawn)."""
     pairs = read_pseudo_pairs(store, config.pseudo_pairs)
     size = config.model.input_size
     abnormal, pseudo_normal, normal = unit_images(pairs.abnormal), unit_images(pairs.pseudo_normal), unit_images(pairs.normal)
@@ -86,8 +101,11 @@ def _training_tensors(
         "pseudo_normal_low": to_input_size(pseudo_normal, size),
         "anatomy": anatomy,
         "anatomy_low": resize_labels(anatomy, size),
+        "normal": normal,
         "normal_low": to_input_size(normal, size),
+        "normal_anatomy": normal_anatomy,
         "normal_anatomy_low": resize_labels(normal_anatomy, size),
+        "normal_lungs": torch.isin(resize_labels(normal_anatomy, normal.shape[-1]), torch.tensor(LUNGS)),
     }
 
 
@@ -100,26 +118,74 @@ def _held_out(data: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], d
     return train, held
 
 
+def pair_rows(data: dict[str, torch.Tensor], pairs: str) -> dict[str, torch.Tensor]:
+    """The training pairs of `pairs` (one of PAIR_SOURCES) as rows: `source` (full size), `target_low`,
+    the anatomy of the target at both sizes, and for healthy sources `draw` (lesions are to be drawn
+    into `source` within its `lungs`; the healthy image is the target)."""
+    parts = []
+    if pairs in ("pseudo", "both"):
+        n = len(data["abnormal"])
+        parts.append(
+            {
+                "source": data["abnormal"],
+                "target_low": data["pseudo_normal_low"],
+                "anatomy": data["anatomy"],
+                "anatomy_low": data["anatomy_low"],
+                "lungs": torch.zeros((n, *data["abnormal"].shape[-2:]), dtype=torch.bool),
+                "draw": torch.zeros(n, dtype=torch.bool),
+            }
+        )
+    if pairs in ("synthetic", "both"):
+        parts.append(
+            {
+                "source": data["normal"],
+                "target_low": data["normal_low"],
+                "anatomy": data["normal_anatomy"],
+                "anatomy_low": data["normal_anatomy_low"],
+                "lungs": data["normal_lungs"],
+                "draw": torch.ones(len(data["normal"]), dtype=torch.bool),
+            }
+        )
+    if not parts:
+        raise ValueError(f"pairs must be one of {PAIR_SOURCES}, got {pairs!r}")
+    return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+
+
+def with_lesions(rows: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+    """The rows' sources with generic lesions drawn into the healthy ones (`draw`), on the CPU."""
+    source, draw = rows["source"].cpu(), rows["draw"].cpu()
+    if not draw.any():
+        return source
+    source = source.clone()
+    source[draw] = draw_lesions(source[draw], rows["lungs"].cpu()[draw], generator)
+    return source
+
+
 def label_free_selection(
-    generator: AnatomyConditionedGenerator, held: dict[str, torch.Tensor], device: torch.device
+    generator: AnatomyConditionedGenerator,
+    held: dict[str, torch.Tensor],
+    held_normal: dict[str, torch.Tensor],
+    device: torch.device,
 ) -> dict[str, float]:
-    """Scores that need no lesion mask or true twin, on held-out pseudo-pairs: how far the twins are
-    from the pseudo-normals and how much they change healthy images; `selection` = minus their sum."""
+    """Scores that need no lesion mask or true twin, on held-out pairs `held` (`pair_rows`, lesions
+    already drawn) and normals: the twins' `change_balanced_error` to the pairs' normals and the mean
+    squared change of healthy images; `selection` = minus their sum."""
     size = generator.config.input_size
 
-    def mean_l1(images: torch.Tensor, anatomy: torch.Tensor, targets: torch.Tensor) -> float:
+    def twins(images: torch.Tensor, anatomy: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            twins = torch.cat(
+            return torch.cat(
                 [
                     generator(images[i : i + 16].to(device), anatomy[i : i + 16].to(device)).cpu()
                     for i in range(0, len(images), 16)
                 ]
             )
-        return float((twins - targets).abs().mean())
 
-    fit = mean_l1(to_input_size(held["abnormal"], size), held["anatomy_low"], held["pseudo_normal_low"])
-    identity = mean_l1(held["normal_low"], held["normal_anatomy_low"], held["normal_low"])
-    return {"pseudo_normal_l1": fit, "healthy_change": identity, "selection": -(fit + identity)}
+    source_low = to_input_size(held["source"], size)
+    fit = losses.change_balanced_error(twins(source_low, held["anatomy_low"]), held["target_low"], source_low)
+    normal = held_normal["normal_low"]
+    identity = losses.change_balanced_error(twins(normal, held_normal["normal_anatomy_low"]), normal, normal)
+    return {"held_out_pair_error": float(fit), "healthy_change": float(identity), "selection": -float(fit + identity)}
 
 
 def train_loop(loop_config: dict[str, Any]) -> None:
@@ -129,13 +195,17 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     torch.manual_seed(worker.rank_seed("torch"))
     seg_model = ModelRegistry(worker.store).load(SEGMENTER_NAME, config.segmentation_version)
     segmenter = segmenter_from_weights(seg_model.config, seg_model.weights).to(device).requires_grad_(False)
-    data, held = _held_out(_training_tensors(worker.store, config, segmenter, device))
+    data, held_normal = _held_out(_training_tensors(worker.store, config, segmenter, device))
+    rows, held = pair_rows(data, config.pairs), pair_rows(held_normal, config.pairs)
+    # The held-out pairs get their lesions once, the same for every epoch and rank.
+    held["source"] = with_lesions(held, torch.Generator().manual_seed(worker.shared_seed("held-out-lesions", 0)))
     val = read_phantom_split(worker.store, config.dataset, "val") if worker.is_rank0 else None
 
     size = config.model.input_size
+    names = ("source", "target_low", "anatomy", "anatomy_low", "lungs", "draw")
     loader = ray.train.torch.prepare_data_loader(
         DataLoader(
-            TensorDataset(data["abnormal"], data["pseudo_normal_low"], data["anatomy"], data["anatomy_low"]),
+            TensorDataset(*(rows[name] for name in names)),
             batch_size=config.batch_size,
             shuffle=True,
             drop_last=True,
@@ -147,19 +217,21 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     d_opt = torch.optim.Adam(discriminator.parameters(), lr=config.learning_rate, betas=(0.5, 0.999))
     # Annealed, so the lesion residual settles (docs/decisions/0106-annealed-twin-learning-rate.md).
     schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs * len(loader)) for opt in (g_opt, d_opt)]
-    normals = worker.rank_generator("normal-draws")
+    normals, lesions = worker.rank_generator("normal-draws"), worker.rank_generator("lesions")
 
     for epoch in range(config.epochs):
         if worker.world_size > 1:
             loader.sampler.set_epoch(epoch)
         generator.train()
         started, sums, steps = time.time(), {}, 0
-        for abnormal, pseudo_normal_low, anatomy, anatomy_low in loader:
+        for batch in loader:
+            batch = dict(zip(names, batch))
+            abnormal, target_low, anatomy = with_lesions(batch, lesions).to(device), batch["target_low"], batch["anatomy"]
             pick = torch.randint(len(data["normal_low"]), (len(abnormal),), generator=normals)
             normal_low, normal_anatomy_low = data["normal_low"][pick].to(device), data["normal_anatomy_low"][pick].to(device)
             abnormal_low = to_input_size(abnormal, size)
             with harness.autocast(device):  # abnormal and normal inputs in one forward pass (one DDP reduction)
-                twins = generator(torch.cat([abnormal_low, normal_low]), torch.cat([anatomy_low, normal_anatomy_low]))
+                twins = generator(torch.cat([abnormal_low, normal_low]), torch.cat([batch["anatomy_low"], normal_anatomy_low]))
             twin_low, normal_twin_low = twins.float().chunk(2)
 
             with harness.autocast(device):  # real normals and twins in one pass too
@@ -173,10 +245,10 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             twin_full = (abnormal - F.interpolate(abnormal_low - twin_low, size=abnormal.shape[-2:], mode="bilinear")).clamp(0, 1)
             with harness.autocast(device):
                 parts = {
-                    "reconstruction": losses.reconstruction_loss(twin_low, pseudo_normal_low),
+                    "reconstruction": losses.change_balanced_error(twin_low, target_low, abnormal_low),
                     "adversarial": losses.lsgan_generator_loss(discriminator(twin_low).float()),
                     "anatomy": losses.anatomy_consistency_loss(segmenter, twin_full, anatomy),
-                    "identity": losses.identity_loss(normal_twin_low, normal_low),
+                    "identity": losses.change_balanced_error(normal_twin_low, normal_low, normal_low),
                 }
             g_loss = sum(getattr(config, f"lambda_{name}") * value for name, value in parts.items())
             g_opt.zero_grad(set_to_none=True)
@@ -194,12 +266,12 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         if worker.is_rank0:
             model = harness.unwrap(generator).eval()
             scores = evaluate_twin_function(generator_twin(model, segmenter), val, segmenter=segmenter, device=device)
-            scores |= label_free_selection(model, held, device)
+            scores |= label_free_selection(model, held, held_normal, device)
             metrics.update({f"val_{k}": v for k, v in scores.items()})
             print(
                 f"[normal-synthesis] epoch {epoch + 1}/{config.epochs} G {metrics['train_g_loss']:.3f} "
-                f"D {metrics['train_d_loss']:.3f} | val selection {scores['selection']:.4f} (pseudo-normal L1 "
-                f"{scores['pseudo_normal_l1']:.4f}, healthy change {scores['healthy_change']:.4f}); true-twin check: "
+                f"D {metrics['train_d_loss']:.3f} | val selection {scores['selection']:.5f} (held-out pair error "
+                f"{scores['held_out_pair_error']:.5f}, healthy change {scores['healthy_change']:.5f}); true-twin check: "
                 f"residual in lesion {scores['residual_in_lesion']:.3f} "
                 f"AUROC {scores['residual_auroc']:.3f} L1 to twin {scores['l1_to_twin']:.4f} "
                 f"anatomy Dice {scores['anatomy_dice']:.3f} ({metrics['epoch_seconds']:.0f}s, "
@@ -213,6 +285,8 @@ def prepare(store: ArtifactStore, config: NormalSynthesisTrainConfig) -> harness
     """The segmenter version is resolved once here, so every worker conditions on the same anatomy
     maps; it is recorded with the matching-pairs translator that produced the pseudo-pairs."""
     segmentation_version = ModelRegistry(store).resolve(SEGMENTER_NAME, config.segmentation_version)
+    if config.pairs not in PAIR_SOURCES:
+        raise InvalidInput(f"pairs must be one of {', '.join(PAIR_SOURCES)}, got {config.pairs!r}")
     pairs = read_pseudo_pair_manifest(store, config.pseudo_pairs)
     if min(pairs["counts"].values()) < HOLDOUT_EVERY:
         raise InvalidInput(
@@ -239,10 +313,11 @@ def card(run: harness.Trained[NormalSynthesisTrainConfig]) -> str:
         f"{list(config.model.channels)}, input {config.model.input_size}px, residual "
         f"{'r <= 0 (removes density only)' if config.model.negative_residual else 'of either sign'}; "
         f"conditioned on `{SEGMENTER_NAME}` v{config.segmentation_version} anatomy maps.\n"
-        f"Trained on pseudo-pairs `{config.pseudo_pairs}` (translator {translator['name']} v{translator['version']}) for {config.epochs} epochs "
-        f"with {config.workers} Ray Train worker(s); best epoch {run.best_epoch} by {SCORE} (label-free, on every "
-        f"{HOLDOUT_EVERY}th pseudo-pair held out: L1 to the pseudo-normal {metrics.get('val_pseudo_normal_l1', float('nan')):.4f}, "
-        f"change on healthy images {metrics.get('val_healthy_change', float('nan')):.4f}). Checked, not chosen, on "
+        f"Trained on {PAIR_WORDS[config.pairs]} from `{config.pseudo_pairs}` (translator {translator['name']} "
+        f"v{translator['version']}) for {config.epochs} epochs with {config.workers} Ray Train worker(s); best epoch "
+        f"{run.best_epoch} by {SCORE} (label-free, on every {HOLDOUT_EVERY}th pair and normal held out: change-balanced "
+        f"squared error to the pair's normal {metrics.get('val_held_out_pair_error', float('nan')):.5f}, mean squared change "
+        f"of healthy images {metrics.get('val_healthy_change', float('nan')):.5f}). Checked, not chosen, on "
         f"`{config.dataset}`/val against the true twins: residual in lesion {metrics.get('val_residual_in_lesion', float('nan')):.3f}, residual AUROC "
         f"{metrics.get('val_residual_auroc', float('nan')):.3f}, L1 to the true twin "
         f"{metrics.get('val_l1_to_twin', float('nan')):.4f}.\nPhantoms only: not validated on real radiographs.\n"
@@ -267,6 +342,7 @@ SPEC = harness.TrainSpec(
     flags=(
         harness.Flag("--pseudo-pairs", "", "pseudo-pair dataset (default: <dataset>-pseudo-pairs)"),
         harness.Flag("--segmentation-version", "latest", "segmenter that labels the anatomy"),
+        harness.Flag("--pairs", "both", f"training pairs: {', '.join(PAIR_SOURCES)} (pseudo-pairs, generic lesions, both)"),
     ),
 )
 

@@ -3,7 +3,7 @@
 score them on the test split once.
 
 Per seed: the matching-pairs translator, its pseudo-pairs, the anatomy-conditioned generator and the
-ablation without the anatomy map (same budget, no anatomy map and no anatomy loss). The segmenter is
+ablation without the anatomy map (same budget and pairs, no anatomy map and no anatomy loss). The segmenter is
 trained once (seed 0): it is a tool of every row, not a row. Every checkpoint is chosen on label-free
 signals (twinray.training.matching_pairs / normal_synthesis: SCORE), never on lesion masks or true twins.
 """
@@ -42,6 +42,8 @@ class TwinBudget:
 BUCKET_SUFFIX = "-twin-benchmark"
 # A pneumothorax's twin must ADD density back: the benchmark's generators change either way.
 GENERATOR = SpadeConfig(negative_residual=False)
+# Chosen on val over one seed (docs/decisions/0109-generic-lesion-pairs.md).
+GENERATOR_PAIRS = "both"
 
 
 def benchmark_settings(settings: Settings, dataset: str) -> Settings:
@@ -74,6 +76,7 @@ def _train_seed(settings: Settings, dataset: str, seed: int, segmentation_versio
             dataset=dataset,
             seed=seed,
             epochs=budget.generator_epochs,
+            pairs=GENERATOR_PAIRS,
             segmentation_version=segmentation_version,
             lambda_anatomy=1.0 if use_anatomy else 0.0,
             model=dataclasses.replace(GENERATOR, use_anatomy=use_anatomy),
@@ -113,14 +116,16 @@ def run_twin_benchmark(
         "store_bucket": settings.store_bucket,
         "splits": {
             "train": f"{dataset}/train",
-            "selection": f"{dataset}/val (no-learning rows); label-free held-out pseudo-pairs and val image labels (learned rows)",
+            "selection": f"{dataset}/val (no-learning rows); label-free: held-out training pairs and val image labels (learned rows)",
             "scored": {"dataset": dataset, "split": split, "abnormal_images": len(test.image), "normal_images": len(test.normal)},
         },
         "seeds": list(seeds),
         "budget": dataclasses.asdict(budget),
+        "generator": f"SPADE, residual of either sign, trained on {normal_synthesis.PAIR_WORDS[GENERATOR_PAIRS]}",
         "selection": (
             f"label-free checkpoints: matching-pairs by {matching_pairs.SCORE} (the disease critic's verdict on val twins minus "
-            f"the healthy-change share), normal-synthesis by {normal_synthesis.SCORE} (held-out pseudo-pairs); {HIGHPASS_SELECTION}"
+            f"the healthy-change share), normal-synthesis by {normal_synthesis.SCORE} (held-out pairs and normals of its "
+            f"training split); {HIGHPASS_SELECTION}"
         ),
         "models": {
             segmentation.MODEL_NAME: seg.version,

@@ -130,7 +130,7 @@ def run_demo(settings: Settings) -> None:
     )
     pairs = write_pseudo_pairs(store, model_version=translator_version, dataset=DATASET)
     print(f"      pseudo-pairs {pairs['name']!r}: {pairs['counts']}")
-    _step(4, "anatomy-conditioned twin generator (SPADE) on the pseudo-pairs (Ray Train)")
+    _step(4, "anatomy-conditioned twin generator (SPADE) on the pseudo-pairs and generic lesions (Ray Train)")
     twin_version = _published_or_trained(
         registry,
         normal_synthesis.MODEL_NAME,

@@ -1,8 +1,8 @@
 """The four losses of anatomy-conditioned normal synthesis, each a small function a test can pin down.
 
-Training data are pseudo-pairs (an abnormal image and its CycleGAN-translated normal) plus real
-normal images. No loss reads a lesion mask: real radiographs come without one, so the generator must
-learn where disease is from the pseudo-normals, the discriminator and the identity constraint alone.
+Training pairs are an abnormal image and the normal it should become: a CycleGAN pseudo-normal, or a
+healthy image into which generic lesions were drawn (twinray.shared.synthesis.synthetic_lesions); real
+normal images teach the identity. No loss reads a real lesion mask: real radiographs come without one.
 """
 
 from __future__ import annotations
@@ -11,10 +11,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# |target - source| above this is a change the pair asks for (a 16-bit image's noise is far below it).
+CHANGE_THRESHOLD = 0.003
 
-def reconstruction_loss(twin: torch.Tensor, pseudo_normal: torch.Tensor) -> torch.Tensor:
-    """L1 between the generated twin and the CycleGAN pseudo-normal of the same abnormal image."""
-    return F.l1_loss(twin, pseudo_normal)
+
+def change_balanced_error(twin: torch.Tensor, target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """Squared error of the twin to its target, averaged over the pixels the pair changes (|target -
+    source| > CHANGE_THRESHOLD) and over those it keeps, separately, then summed. So the few lesion
+    pixels weigh as much as the rest of the image, and the error is squared, so a twin that changes
+    nothing is no resting point, which it is for an L1 loss (docs/decisions/0109-generic-lesion-pairs.md).
+    With target == source (a healthy image's twin) it is the mean squared change."""
+    error, changed = (twin - target) ** 2, (target - source).abs() > CHANGE_THRESHOLD
+    kept = ~changed
+    return (error * changed).sum() / changed.sum().clamp_min(1) + (error * kept).sum() / kept.sum().clamp_min(1)
 
 
 def lsgan_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -40,8 +49,3 @@ def anatomy_consistency_loss(segmenter: nn.Module, twin: torch.Tensor, anatomy: 
     if twin.shape[-2:] != size:
         twin = F.interpolate(twin, size=size, mode="bilinear", align_corners=False)
     return F.cross_entropy(segmenter(twin).float(), anatomy.long())
-
-
-def identity_loss(twin_of_normal: torch.Tensor, normal: torch.Tensor) -> torch.Tensor:
-    """L1 between a normal image and its own twin: there is nothing to remove from a healthy image."""
-    return F.l1_loss(twin_of_normal, normal)

@@ -30,9 +30,9 @@ def test_two_worker_run_publishes_a_version_with_its_dependencies(
     assert training["pseudo_pairs"] == pseudo_pair_dataset
     for metric in ("val_residual_in_lesion", "val_residual_auroc", "val_anatomy_dice"):
         assert 0.0 <= loaded.metrics[metric] <= 1.0
-    # Chosen without lesion masks: minus the held-out pseudo-normal L1 and the change on held-out normals.
+    # Chosen without lesion masks: minus the held-out pairs' error and the change on held-out normals.
     assert loaded.metrics["val_selection"] == pytest.approx(
-        -(loaded.metrics["val_pseudo_normal_l1"] + loaded.metrics["val_healthy_change"])
+        -(loaded.metrics["val_held_out_pair_error"] + loaded.metrics["val_healthy_change"])
     )
     assert loaded.metrics["val_l1_to_twin"] >= 0.0
     assert any(key.startswith("checkpoints/normal-synthesis-") for key in store.list("checkpoints/"))

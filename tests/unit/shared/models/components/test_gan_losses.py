@@ -11,18 +11,25 @@ from twinray.shared.models.components import gan_losses as losses
 from twinray.shared.models.segmentation.network import AnatomySegmenter, SegmenterConfig
 
 
-def test_reconstruction_is_the_l1_to_the_pseudo_normal():
-    twin = torch.full((2, 1, 8, 8), 0.5)
-    assert losses.reconstruction_loss(twin, twin.clone()) == 0
-    assert losses.reconstruction_loss(twin, twin - 0.25) == pytest.approx(0.25)
+def test_changed_and_kept_pixels_weigh_the_same():
+    source = torch.full((1, 1, 10, 10), 0.5)
+    target = source.clone()
+    target[..., 0, :2] = 0.3  # the pair changes 2 of 100 pixels
+    assert losses.change_balanced_error(target.clone(), target, source) == 0
+    # changing nothing misses the 2 changed pixels by 0.2 each: their mean squared error alone
+    assert losses.change_balanced_error(source.clone(), target, source) == pytest.approx(0.04)
+    # the same squared error spread over kept pixels instead costs as much per pixel share
+    wrong = target.clone()
+    wrong[..., 5:, :] -= 0.2  # 50 of the 98 kept pixels
+    assert losses.change_balanced_error(wrong, target, source) == pytest.approx(0.04 * 50 / 98)
 
 
-def test_identity_is_zero_only_for_an_unchanged_normal():
+def test_a_healthy_twin_is_scored_by_its_mean_squared_change():
     normal = torch.rand(2, 1, 8, 8)
-    assert losses.identity_loss(normal.clone(), normal) == 0
+    assert losses.change_balanced_error(normal.clone(), normal, normal) == 0
     darker = normal.clone()
     darker[..., :4, :] -= 0.1  # half the image changed by 0.1
-    assert losses.identity_loss(darker, normal) == pytest.approx(0.05)
+    assert losses.change_balanced_error(darker, normal, normal) == pytest.approx(0.005)
 
 
 def test_lsgan_targets_one_for_real_and_zero_for_twins():
