@@ -114,7 +114,7 @@ def train_and_publish(spec: TrainSpec[C], settings: Settings, config: C) -> Mode
     state, metrics = best_state(result, spec.score)
     summary = spec.summary(store, prepared.config, state["model"]) if spec.summary else {}
     card = spec.card(Trained(prepared, state["epoch"], metrics, summary))
-    card += f"\nModel `{spec.name}`; checkpoint chosen on `{spec.score}` = {metrics.get(spec.score, float('nan')):.4f}.\n"
+    card += f"\nModel `{spec.name}`; checkpoint chosen on `{spec.score}` = {metrics.get(spec.score, float('nan')):.6g}.\n"
     return publish(
         ModelRegistry(store),
         spec.name,

@@ -40,7 +40,7 @@ from twinray.shared.platform.errors import InvalidInput
 from twinray.shared.platform.imaging import unit_images
 from twinray.shared.platform.registry import ModelRegistry, ModelVersion
 from twinray.shared.platform.storage import ArtifactStore
-from twinray.shared.synthesis.synthetic_lesions import draw_lesions
+from twinray.shared.synthesis.synthetic_lesions import LesionDraw, draw_lesions
 from twinray.training import harness
 from twinray.training.config import TrainConfig
 
@@ -74,8 +74,8 @@ class NormalSynthesisTrainConfig(TrainConfig):
     # the adversarial and anatomy terms.
     lambda_reconstruction: float = 1000.0
     lambda_identity: float = 1000.0
-    # Kept small, so the lesion signal of the L1 terms outweighs the patch discriminator's
-    # (docs/decisions/0105-small-adversarial-weight.md).
+    # Kept small, so the lesion signal of the twin terms outweighs the patch discriminator's
+    # (docs/decisions/0105-small-adversarial-weight.md, measured with the earlier L1 terms).
     lambda_adversarial: float = 0.1
     lambda_anatomy: float = 1.0
     discriminator_channels: int = 32
@@ -120,7 +120,7 @@ def _held_out(data: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], d
 
 def pair_rows(data: dict[str, torch.Tensor], pairs: str) -> dict[str, torch.Tensor]:
     """The training pairs of `pairs` (one of PAIR_SOURCES) as rows: `source` (full size), `target_low`,
-    the anatomy of the target at both sizes, and for healthy sources `draw` (lesions are to be drawn
+    the source's anatomy at both sizes, and for healthy sources `draw` (lesions are to be drawn
     into `source` within its `lungs`; the healthy image is the target)."""
     parts = []
     if pairs in ("pseudo", "both"):
@@ -151,13 +151,19 @@ def pair_rows(data: dict[str, torch.Tensor], pairs: str) -> dict[str, torch.Tens
     return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
 
 
-def with_lesions(rows: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+def lesion_draw(model: SpadeConfig) -> LesionDraw:
+    """The generic lesions a generator is trained to remove: a one-signed twin (it only removes density)
+    gets no density-loss lesions, which it could not undo."""
+    return LesionDraw(loss_share=0.0) if model.negative_residual else LesionDraw()
+
+
+def with_lesions(rows: dict[str, torch.Tensor], generator: torch.Generator, draw: LesionDraw) -> torch.Tensor:
     """The rows' sources with generic lesions drawn into the healthy ones (`draw`), on the CPU."""
-    source, draw = rows["source"].cpu(), rows["draw"].cpu()
-    if not draw.any():
+    source, marked = rows["source"].cpu(), rows["draw"].cpu()
+    if not marked.any():
         return source
     source = source.clone()
-    source[draw] = draw_lesions(source[draw], rows["lungs"].cpu()[draw], generator)
+    source[marked] = draw_lesions(source[marked], rows["lungs"].cpu()[marked], generator, draw)
     return source
 
 
@@ -196,9 +202,9 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     seg_model = ModelRegistry(worker.store).load(SEGMENTER_NAME, config.segmentation_version)
     segmenter = segmenter_from_weights(seg_model.config, seg_model.weights).to(device).requires_grad_(False)
     data, held_normal = _held_out(_training_tensors(worker.store, config, segmenter, device))
-    rows, held = pair_rows(data, config.pairs), pair_rows(held_normal, config.pairs)
-    # The held-out pairs get their lesions once, the same for every epoch and rank.
-    held["source"] = with_lesions(held, torch.Generator().manual_seed(worker.shared_seed("held-out-lesions", 0)))
+    rows, held, draw = pair_rows(data, config.pairs), pair_rows(held_normal, config.pairs), lesion_draw(config.model)
+    if worker.is_rank0:  # the held-out pairs get their lesions once, the same for every epoch
+        held["source"] = with_lesions(held, torch.Generator().manual_seed(worker.shared_seed("held-out-lesions", 0)), draw)
     val = read_phantom_split(worker.store, config.dataset, "val") if worker.is_rank0 else None
 
     size = config.model.input_size
@@ -226,7 +232,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         started, sums, steps = time.time(), {}, 0
         for batch in loader:
             batch = dict(zip(names, batch))
-            abnormal, target_low, anatomy = with_lesions(batch, lesions).to(device), batch["target_low"], batch["anatomy"]
+            abnormal, target_low, anatomy = with_lesions(batch, lesions, draw).to(device), batch["target_low"], batch["anatomy"]
             pick = torch.randint(len(data["normal_low"]), (len(abnormal),), generator=normals)
             normal_low, normal_anatomy_low = data["normal_low"][pick].to(device), data["normal_anatomy_low"][pick].to(device)
             abnormal_low = to_input_size(abnormal, size)
@@ -293,6 +299,13 @@ def prepare(store: ArtifactStore, config: NormalSynthesisTrainConfig) -> harness
             f"pseudo-pairs {config.pseudo_pairs!r} hold {pairs['counts']}: the generator needs at least {HOLDOUT_EVERY} "
             f"abnormal and {HOLDOUT_EVERY} normal images (every {HOLDOUT_EVERY}th is held out to choose its checkpoint)"
         )
+    trained = {name: count - count // HOLDOUT_EVERY for name, count in pairs["counts"].items()}
+    rows = {"pseudo": trained["abnormal"], "synthetic": trained["normal"]}.get(config.pairs, sum(trained.values()))
+    if rows // config.workers < config.batch_size:
+        raise InvalidInput(
+            f"{rows} training pairs ({config.pairs}) make no batch of {config.batch_size} on each of {config.workers} "
+            f"workers: lower --batch-size or --workers, or use more images"
+        )
     config = dataclasses.replace(config, segmentation_version=segmentation_version)
     return harness.Prepared(
         config,
@@ -313,7 +326,7 @@ def card(run: harness.Trained[NormalSynthesisTrainConfig]) -> str:
         f"{list(config.model.channels)}, input {config.model.input_size}px, residual "
         f"{'r <= 0 (removes density only)' if config.model.negative_residual else 'of either sign'}; "
         f"conditioned on `{SEGMENTER_NAME}` v{config.segmentation_version} anatomy maps.\n"
-        f"Trained on {PAIR_WORDS[config.pairs]} from `{config.pseudo_pairs}` (translator {translator['name']} "
+        f"Trained on {PAIR_WORDS[config.pairs]} of `{config.pseudo_pairs}` (translator {translator['name']} "
         f"v{translator['version']}) for {config.epochs} epochs with {config.workers} Ray Train worker(s); best epoch "
         f"{run.best_epoch} by {SCORE} (label-free, on every {HOLDOUT_EVERY}th pair and normal held out: change-balanced "
         f"squared error to the pair's normal {metrics.get('val_held_out_pair_error', float('nan')):.5f}, mean squared change "

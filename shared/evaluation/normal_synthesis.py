@@ -1,5 +1,5 @@
 """`twinray eval normal-synthesis`: the published twin generator, the matching-pairs translator whose
-pseudo-pairs trained it, and the no-learning rows, on the healthy-twin benchmark
+pseudo-pairs it trained on (with generic lesions, by default), and the no-learning rows, on the healthy-twin benchmark
 (twinray.shared.evaluation.twin_benchmark), in the shared report shape (twinray.shared.evaluation.report).
 Over several trained seeds: `twinray.training.twin_benchmark`."""
 

@@ -32,6 +32,16 @@ class LesionDraw:
     contrast: tuple[float, float] = (0.03, 0.4)  # log-uniform
     loss_share: float = 0.3  # the share of lesions that remove density and structure instead of adding
 
+    def __post_init__(self) -> None:
+        if self.max_lesions < 1:
+            raise ValueError(f"max_lesions must be at least 1, got {self.max_lesions}")
+        for name in ("radius", "contrast"):
+            low, high = getattr(self, name)
+            if not 0 < low <= high <= 1:
+                raise ValueError(f"{name} must be a range 0 < low <= high <= 1, got {(low, high)}")
+        if not 0 <= self.loss_share <= 1:
+            raise ValueError(f"loss_share must be in [0, 1], got {self.loss_share}")
+
 
 def _log_uniform(low: float, high: float, generator: torch.Generator) -> float:
     return math.exp(math.log(low) + (math.log(high) - math.log(low)) * torch.rand((), generator=generator).item())
@@ -45,13 +55,10 @@ def _smooth_noise(size: tuple[int, int], cells: int, generator: torch.Generator)
 
 
 def _blob(lungs: torch.Tensor, draw: LesionDraw, generator: torch.Generator) -> torch.Tensor:
-    """One irregular soft blob (H,W) in [0, 1], centred on a random lung pixel (anywhere when no lung was found)."""
+    """One irregular soft blob (H,W) in [0, 1], centred on a random pixel of `lungs` (which holds one)."""
     h, w = lungs.shape
     inside = lungs.nonzero()
-    if len(inside):
-        cy, cx = inside[torch.randint(len(inside), (), generator=generator)].tolist()
-    else:
-        cy, cx = torch.randint(h, (), generator=generator).item(), torch.randint(w, (), generator=generator).item()
+    cy, cx = inside[torch.randint(len(inside), (), generator=generator)].tolist()
     radius = _log_uniform(*draw.radius, generator) * max(h, w)
     aspect = 0.5 + 0.5 * torch.rand((), generator=generator).item()
     angle = math.pi * torch.rand((), generator=generator).item()
@@ -67,9 +74,12 @@ def draw_lesions(
     normal: torch.Tensor, lungs: torch.Tensor, generator: torch.Generator, draw: LesionDraw = LesionDraw()
 ) -> torch.Tensor:
     """Healthy images (N,1,H,W) in [0, 1] with 1..`draw.max_lesions` generic lesions each, centred in
-    `lungs` (N,H,W) bool (the segmenter's lungs): the abnormal half of a pair whose twin is `normal`."""
+    `lungs` (N,H,W) bool (the segmenter's lungs): the abnormal half of a pair whose twin is `normal`.
+    An image without segmented lungs stays as it is. Drawn on the CPU (the generator is a CPU one),
+    returned on the images' device."""
     if normal.ndim != 4 or normal.shape[1] != 1 or lungs.shape != (normal.shape[0], *normal.shape[-2:]):
         raise ValueError(f"expected images (N,1,H,W) and lungs (N,H,W), got {tuple(normal.shape)} and {tuple(lungs.shape)}")
+    device, normal, lungs = normal.device, normal.float().cpu(), lungs.cpu()
     h, w = normal.shape[-2:]
     sigma = 0.02 * max(h, w)
     kernel = 2 * math.ceil(3 * sigma) + 1
@@ -78,7 +88,7 @@ def draw_lesions(
     out = []
     for i in range(len(normal)):
         image = normal[i, 0]
-        for _ in range(1 + int(torch.randint(draw.max_lesions, (), generator=generator))):
+        for _ in range(1 + int(torch.randint(draw.max_lesions, (), generator=generator)) if lungs[i].any() else 0):
             shape = _blob(lungs[i], draw, generator) * near_lungs[i, 0]
             contrast = _log_uniform(*draw.contrast, generator)
             if torch.rand((), generator=generator).item() < draw.loss_share:
@@ -87,4 +97,4 @@ def draw_lesions(
                 texture = 1.0 + 0.5 * _smooth_noise((h, w), 24, generator).clamp(-2, 2)
                 image = image + (shape * contrast * texture).clamp(0, 1) * (1.0 - image)
         out.append(image.clamp(0.0, 1.0))
-    return torch.stack(out)[:, None]
+    return torch.stack(out)[:, None].to(device)

@@ -16,11 +16,12 @@ CHANGE_THRESHOLD = 0.003
 
 
 def change_balanced_error(twin: torch.Tensor, target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
-    """Squared error of the twin to its target, averaged over the pixels the pair changes (|target -
-    source| > CHANGE_THRESHOLD) and over those it keeps, separately, then summed. So the few lesion
-    pixels weigh as much as the rest of the image, and the error is squared, so a twin that changes
-    nothing is no resting point, which it is for an L1 loss (docs/decisions/0109-generic-lesion-pairs.md).
-    With target == source (a healthy image's twin) it is the mean squared change."""
+    """Squared error of the twin to its target, averaged over the batch's pixels that the pairs change
+    (|target - source| > CHANGE_THRESHOLD) and over those they keep, separately, then summed. So the
+    few lesion pixels weigh as much as the rest of the batch, and the error is squared, so a twin that
+    changes nothing is no resting point, which it is for an L1 loss
+    (docs/decisions/0109-generic-lesion-pairs.md). With target == source (healthy images' twins) it is
+    the mean squared change."""
     error, changed = (twin - target) ** 2, (target - source).abs() > CHANGE_THRESHOLD
     kept = ~changed
     return (error * changed).sum() / changed.sum().clamp_min(1) + (error * kept).sum() / kept.sum().clamp_min(1)

@@ -7,11 +7,13 @@ import torch
 
 from twinray.shared.models.components.gan_losses import change_balanced_error
 from twinray.shared.models.normal_synthesis.network import AnatomyConditionedGenerator, SpadeConfig
+from twinray.shared.synthesis.synthetic_lesions import LesionDraw
 from twinray.training.normal_synthesis import (
     HOLDOUT_EVERY,
     PAIR_SOURCES,
     _held_out,
     label_free_selection,
+    lesion_draw,
     pair_rows,
     with_lesions,
 )
@@ -49,7 +51,7 @@ def test_pair_rows_hold_the_chosen_sources(pairs):
     expected = {"pseudo": 5, "synthetic": 7, "both": 12}[pairs]
     assert {len(tensor) for tensor in rows.values()} == {expected}
     assert int(rows["draw"].sum()) == (0 if pairs == "pseudo" else 7)
-    drawn = with_lesions(rows, torch.Generator().manual_seed(0))
+    drawn = with_lesions(rows, torch.Generator().manual_seed(0), LesionDraw())
     changed = (drawn != rows["source"]).flatten(1).any(dim=1)
     assert torch.equal(changed, rows["draw"]), "lesions go into the healthy sources and nowhere else"
     with pytest.raises(ValueError, match="pairs must be one of"):
@@ -74,3 +76,8 @@ def test_the_ablation_reads_no_anatomy():
     image = torch.rand(1, 1, SIZE, SIZE)
     one, other = (generator.residual(image, torch.full((1, SIZE, SIZE), label)) for label in (1, 6))
     torch.testing.assert_close(one, other)
+
+
+def test_a_one_signed_generator_is_given_no_lesion_it_cannot_undo():
+    assert lesion_draw(SpadeConfig(negative_residual=True)).loss_share == 0.0
+    assert lesion_draw(SpadeConfig(negative_residual=False)).loss_share > 0.0

@@ -33,6 +33,20 @@ def test_lesions_add_and_remove_density() -> None:
     assert signs == {-1, 1}
 
 
+def test_density_loss_can_be_left_out_and_lungless_images_stay_healthy() -> None:
+    images, lungs = _healthy(n=12)
+    lungs[0] = False
+    change = draw_lesions(images, lungs, torch.Generator().manual_seed(5), LesionDraw(loss_share=0.0)) - images
+    assert (change >= 0).all(), "without density loss every lesion only adds density"
+    assert not change[0].any()
+
+
+@pytest.mark.parametrize("bad", [{"max_lesions": 0}, {"radius": (0.2, 0.1)}, {"contrast": (0.0, 0.1)}, {"loss_share": 1.5}])
+def test_impossible_draws_are_refused(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        LesionDraw(**bad)
+
+
 def test_a_seeded_draw_repeats() -> None:
     images, lungs = _healthy(n=3)
     first = draw_lesions(images, lungs, torch.Generator().manual_seed(3))
