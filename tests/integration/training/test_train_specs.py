@@ -90,7 +90,7 @@ def test_spec_trains_and_publishes_a_complete_version(name, request, ray_cluster
     loaded = ModelRegistry(store).load(name, version.version)
     assert loaded.metrics["epoch"] == 1 and math.isfinite(loaded.metrics[spec.score])
     card = store.get_bytes(prefix + "card.md").decode()
-    assert f"`{name}`" in card and f"`{spec.score}` = {loaded.metrics[spec.score]:.4f}" in card
+    assert f"`{name}`" in card and f"`{spec.score}` = {loaded.metrics[spec.score]:.6g}" in card
     training = json.loads(store.get_bytes(prefix + "training.json"))
     fields = {field.name for field in dataclasses.fields(spec.config_class)}
     trained = spec.config_class.from_dict({key: value for key, value in training.items() if key in fields})
