@@ -53,12 +53,12 @@ SCORE = "val_selection"
 HOLDOUT_EVERY = 10
 # Where a pair's normal comes from: the CycleGAN pseudo-normals, generic lesions drawn into the training
 # split's healthy images (the healthy image is the target), or both (docs/decisions/0109-generic-lesion-pairs.md).
-PAIR_SOURCES = ("pseudo", "synthetic", "both")
 PAIR_WORDS = {
     "pseudo": "the CycleGAN pseudo-pairs",
     "synthetic": "generic lesions drawn into the healthy images",
     "both": "the CycleGAN pseudo-pairs and generic lesions drawn into the healthy images",
 }
+PAIR_SOURCES = tuple(PAIR_WORDS)
 
 
 @dataclasses.dataclass(frozen=True)
