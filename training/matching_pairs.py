@@ -55,7 +55,7 @@ _SIGNS = {
 
 @dataclasses.dataclass(frozen=True)
 class MatchingPairsTrainConfig(TrainConfig):
-    dataset: str = "cxr-phantoms"
+    dataset: str = "cxr-phantoms-v2"
     epochs: int = 8
     batch_size: int = 4
     learning_rate: float = 2e-4

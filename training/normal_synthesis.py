@@ -63,8 +63,8 @@ PAIR_SOURCES = tuple(PAIR_WORDS)
 
 @dataclasses.dataclass(frozen=True)
 class NormalSynthesisTrainConfig(TrainConfig):
-    pseudo_pairs: str = "cxr-phantoms-pseudo-pairs"
-    dataset: str = "cxr-phantoms"  # its val split (held-out phantoms with true twins) scores each epoch
+    pseudo_pairs: str = "cxr-phantoms-v2-pseudo-pairs"
+    dataset: str = "cxr-phantoms-v2"  # its val split (held-out phantoms with true twins) scores each epoch
     segmentation_version: int | str = "latest"  # resolved to its number before Ray starts
     epochs: int = 8
     pairs: str = "both"  # one of PAIR_SOURCES

@@ -32,7 +32,7 @@ SCORE = "val_mean_dice"
 
 @dataclasses.dataclass(frozen=True)
 class SegmentationTrainConfig(TrainConfig):
-    dataset: str = "cxr-phantoms"
+    dataset: str = "cxr-phantoms-v2"
     epochs: int = 8
     batch_size: int = 8
     learning_rate: float = 3e-3

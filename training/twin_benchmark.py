@@ -40,8 +40,7 @@ class TwinBudget:
 
 
 BUCKET_SUFFIX = "-twin-benchmark"
-# A pneumothorax's twin must ADD density back: the benchmark's generators change either way.
-GENERATOR = SpadeConfig(negative_residual=False)
+GENERATOR = SpadeConfig()  # the product's: a residual of either sign
 # Chosen on val over one seed (docs/decisions/0109-generic-lesion-pairs.md).
 GENERATOR_PAIRS = "both"
 

@@ -8,6 +8,7 @@ the dataset, the pseudo-pairs and every published model that already exists.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import grpc
 import numpy as np
 from tqdm import tqdm
 
-from twinray.services.cli.defaults import DATASET, SPLITS
+from twinray.services.cli.defaults import DATASET, PHANTOM_GENERATOR, SPLITS
 from twinray.services.cli.demo_defects import REAL_DEFECTS, defect_galleries, train_defect_models
 from twinray.services.cli.figures import segmentation_figure, twin_figure
 from twinray.services.cli.reports import print_segmentation_report, print_twin_report
@@ -25,9 +26,9 @@ from twinray.services.segmentation.client import segment
 from twinray.shared.data.anatomy import ANATOMY_CLASSES
 from twinray.shared.data.phantoms.dataset import PhantomArrays, read_phantom_split, write_phantom_dataset
 from twinray.shared.evaluation.normal_synthesis import evaluate_published as evaluate_normal_synthesis
+from twinray.shared.evaluation.normal_synthesis import one_case_per_pathology
 from twinray.shared.evaluation.segmentation import evaluate_published as evaluate_segmentation
 from twinray.shared.platform.config import Settings
-from twinray.shared.platform.errors import NotFound
 from twinray.shared.platform.imaging import decode_label_png, decode_png, encode_float01_png16
 from twinray.shared.platform.imaging.unit_range import to_unit
 from twinray.shared.platform.registry import ModelRegistry
@@ -53,14 +54,15 @@ def _step(number: int, text: str) -> None:
     print(f"[{number}/{STEPS}] {text}", flush=True)
 
 
-def _published_or_trained(registry: ModelRegistry, name: str, train: Callable[[], int]) -> int:
-    """The latest published version of `name`, or a freshly trained one when there is none."""
-    try:
-        version = registry.latest(name)
-        print(f"      reusing published {name} v{version} (delete {registry.store.uri('models/' + name)} to retrain)")
-    except NotFound:
-        version = train()
-        print(f"      published {name} v{version} in {registry.store.uri(f'models/{name}/{version}')}")
+def _published_or_trained(registry: ModelRegistry, name: str, dataset: str, train: Callable[[], int]) -> int:
+    """The latest published version of `name` trained on `dataset`, or a freshly trained one when there
+    is none (a store from an earlier release keeps its models; the demo does not reuse them on new data)."""
+    for version in reversed(registry.versions(name)):
+        if json.loads(registry.read_file(name, version, "training.json")).get("dataset") == dataset:
+            print(f"      reusing published {name} v{version} (delete {registry.store.uri('models/' + name)} to retrain)")
+            return version
+    version = train()
+    print(f"      published {name} v{version} in {registry.store.uri(f'models/{name}/{version}')}")
     return version
 
 
@@ -86,13 +88,14 @@ def _segmentation_cases(channel: grpc.Channel, test: PhantomArrays, out_dir: Pat
 
 def _twin_cases(channel: grpc.Channel, test: PhantomArrays, out_dir: Path, store: ArtifactStore) -> Path:
     cases = []
-    for i in tqdm(np.flatnonzero(test.lesion_seed >= 0)[:DEMO_CASES], desc="gRPC Synthesize", unit="image"):
+    for title, i in tqdm(one_case_per_pathology(test), desc="gRPC Synthesize", unit="image"):
         response = synthesize(channel, _image_message(test, i))
         residual = np.frombuffer(response.residual.data, "<f4").reshape(tuple(response.residual.shape))
         mask = test.lesion_mask[i]
         energy = np.square(residual)
         cases.append(
             {
+                "title": title,
                 "image": to_unit(test.image[i], np.float64),
                 "anatomy": decode_label_png(response.anatomy.png),
                 "twin": decode_png(response.twin_png).pixels,
@@ -101,7 +104,7 @@ def _twin_cases(channel: grpc.Channel, test: PhantomArrays, out_dir: Path, store
             }
         )
         print(
-            f"      case {i}: {energy[mask].sum() / max(energy.sum(), 1e-12):.2f} of the residual energy inside the true lesion"
+            f"      {title} (case {i}): {energy[mask].sum() / max(energy.sum(), 1e-12):.2f} of the residual energy inside the true lesion"
         )
     used = ", ".join(f"{m.name} v{m.version}" for m in response.provenance.models)
     print(f"      served by {used}")
@@ -114,18 +117,20 @@ def run_demo(settings: Settings) -> None:
     store = open_store(settings)
     registry = ModelRegistry(store)
     _step(1, f"phantom dataset {DATASET!r} in {store.uri('datasets/' + DATASET)}")
-    write_phantom_dataset(store, DATASET, size=256, splits=SPLITS, seed=0)
+    write_phantom_dataset(store, DATASET, size=256, splits=SPLITS, seed=0, generator=PHANTOM_GENERATOR)
 
     _step(2, "anatomy segmenter (Ray Train, 1 worker, all free CPUs)")
     seg_version = _published_or_trained(
         registry,
         segmentation.MODEL_NAME,
+        DATASET,
         lambda: segmentation.train_segmentation(settings, segmentation.SegmentationTrainConfig(dataset=DATASET)).version,
     )
     _step(3, "matching-pair translator: unpaired CycleGAN with a disease critic (Ray Train)")
     translator_version = _published_or_trained(
         registry,
         matching_pairs.MODEL_NAME,
+        DATASET,
         lambda: matching_pairs.train_matching_pairs(settings, matching_pairs.MatchingPairsTrainConfig(dataset=DATASET)).version,
     )
     pairs = write_pseudo_pairs(store, model_version=translator_version, dataset=DATASET)
@@ -134,6 +139,7 @@ def run_demo(settings: Settings) -> None:
     twin_version = _published_or_trained(
         registry,
         normal_synthesis.MODEL_NAME,
+        DATASET,
         lambda: normal_synthesis.train_normal_synthesis(
             settings,
             normal_synthesis.NormalSynthesisTrainConfig(
@@ -153,7 +159,7 @@ def run_demo(settings: Settings) -> None:
     with grpc.insecure_channel(f"localhost:{settings.grpc_port}") as channel:
         _step(7, f"Segmentation/Segment over gRPC on {DEMO_CASES} held-out phantoms")
         seg_figure = _segmentation_cases(channel, test, out_dir, store)
-        _step(8, f"NormalSynthesis/Synthesize over gRPC on {DEMO_CASES} held-out ABNORMAL phantoms")
+        _step(8, "NormalSynthesis/Synthesize over gRPC on a held-out phantom of each pathology class")
         twin_figure_path = _twin_cases(channel, test, out_dir, store)
         _step(9, "DefectGeneration/Synthesize over gRPC, mask_blend and conditioned_ddpm, on held-out normal parts")
         defect_figures = defect_galleries(channel, store, out_dir)

@@ -36,7 +36,7 @@ TITLES = {
     "conditioned_ddpm": "conditioned_ddpm: normal-manifold DDPM steered by the defect encoder",
 }
 
-PublishedOrTrained = Callable[[ModelRegistry, str, Callable[[], int]], int]
+PublishedOrTrained = Callable[[ModelRegistry, str, str, Callable[[], int]], int]
 
 
 def train_defect_models(settings: Settings, store: ArtifactStore, published_or_trained: PublishedOrTrained) -> dict[str, int]:
@@ -51,12 +51,15 @@ def train_defect_models(settings: Settings, store: ArtifactStore, published_or_t
     for target in ("mask", "image"):
         config = ddpm.ddpm_config(target, dataset=PRODUCTS, real_count=REAL_DEFECTS if target == "mask" else 0)
         name = ddpm.MODEL_NAMES[target]
-        versions[name] = published_or_trained(registry, name, lambda c=config: ddpm.train_ddpm(settings, c).version)
+        versions[name] = published_or_trained(registry, name, PRODUCTS, lambda c=config: ddpm.train_ddpm(settings, c).version)
     encoder_config = defect_encoder.DefectEncoderTrainConfig(
         dataset=PRODUCTS, real_count=REAL_DEFECTS, normal_manifold_version=str(versions[ddpm.MODEL_NAMES["image"]])
     )
     versions[defect_encoder.MODEL_NAME] = published_or_trained(
-        registry, defect_encoder.MODEL_NAME, lambda: defect_encoder.train_defect_encoder(settings, encoder_config).version
+        registry,
+        defect_encoder.MODEL_NAME,
+        PRODUCTS,
+        lambda: defect_encoder.train_defect_encoder(settings, encoder_config).version,
     )
     return versions
 

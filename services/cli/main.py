@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from twinray.services import SERVE_CONFIG
-from twinray.services.cli.defaults import DATASET, PRODUCT_SPLITS, PRODUCTS, SPLITS
+from twinray.services.cli.defaults import DATASET, PHANTOM_GENERATOR, PRODUCT_SPLITS, PRODUCTS, SPLITS
 from twinray.services.cli.reports import print_defect_report, print_json, print_segmentation_report, print_twin_report
 from twinray.shared.platform.config import Settings
 from twinray.shared.platform.errors import InvalidInput, TwinRayError
@@ -263,9 +263,9 @@ def build_parser(*, train_models: bool = True) -> argparse.ArgumentParser:
     phantoms.add_argument("--seed", type=int, default=0)
     phantoms.add_argument(
         "--generator",
-        default="cxr-phantom/1",
+        default=PHANTOM_GENERATOR,
         choices=("cxr-phantom/1", "cxr-phantom/2"),  # twinray.shared.data.phantoms.dataset.VERSIONS, without importing torch here
-        help="cxr-phantom/2: four pathologies, confounders, calibrated on real annotation tables",
+        help="cxr-phantom/1: one bright lesion type, no confounders (kept reproducible by name)",
     )
     for split, count in SPLITS.items():
         phantoms.add_argument(f"--{split}", type=int, default=count, help=f"images in the {split} split")

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from twinray.shared.data.phantoms.dataset import read_phantom_split
+from twinray.shared.data.phantoms.dataset import PhantomArrays, read_phantom_split
 from twinray.shared.data.phantoms.pathologies import PATHOLOGIES
 from twinray.shared.evaluation.report import evaluation_report, published_protocol
 from twinray.shared.evaluation.twin import generator_twin
@@ -62,7 +62,7 @@ class Published:
 
 
 def evaluate_published(
-    settings: Settings, *, version: str = "latest", dataset: str = "cxr-phantoms", split: str = "test"
+    settings: Settings, *, version: str = "latest", dataset: str = "cxr-phantoms-v2", split: str = "test"
 ) -> dict:
     """`twinray eval normal-synthesis`: a published generator (row `anatomy_prior`), the translator and
     segmenter versions it was trained with, and the no-learning rows, scored once on `dataset`/`split`."""
@@ -84,6 +84,18 @@ def evaluate_published(
     return evaluation_report(protocol, rows)
 
 
+def one_case_per_pathology(arrays: PhantomArrays) -> list[tuple[str, int]]:
+    """(class name, image index) for each pathology class present in `arrays`: the first image holding
+    that class only, else the first holding it among others."""
+    picks = []
+    for index, name in enumerate(PATHOLOGIES):
+        has = [i for i in range(len(arrays)) if index in arrays.lesion_classes[i][: arrays.box_count[i]]]
+        alone = [i for i in has if set(arrays.lesion_classes[i][: arrays.box_count[i]]) == {index}]
+        if has:
+            picks.append((name, (alone or has)[0]))
+    return picks
+
+
 def pathology_cases(settings: Settings, *, version: str = "latest", dataset: str, split: str = "test") -> list[dict]:
     """One held-out abnormal case per pathology class in `dataset`/`split` (an image with that class only
     when there is one), with the published generator's twin: the rows of a figure, titled by class."""
@@ -92,12 +104,7 @@ def pathology_cases(settings: Settings, *, version: str = "latest", dataset: str
     arrays = read_phantom_split(registry.store, dataset, split)
     model = normal_synthesizer_from_weights(published.generator.config, published.generator.weights)
     cases = []
-    for index, name in enumerate(PATHOLOGIES):
-        has = [i for i in range(len(arrays)) if index in arrays.lesion_classes[i][: arrays.box_count[i]]]
-        alone = [i for i in has if set(arrays.lesion_classes[i][: arrays.box_count[i]]) == {index}]
-        if not has:
-            continue
-        pick = (alone or has)[0]
+    for name, pick in one_case_per_pathology(arrays):
         image = unit_images(arrays.image[pick : pick + 1])
         with torch.no_grad():
             twin = generator_twin(model, published.segmenter)(image)

@@ -53,7 +53,7 @@ def evaluate_split(
 
 
 def evaluate_published(
-    settings: Settings, *, version: str = "latest", dataset: str = "cxr-phantoms", split: str = "test"
+    settings: Settings, *, version: str = "latest", dataset: str = "cxr-phantoms-v2", split: str = "test"
 ) -> dict:
     """Per-class Dice of a published segmenter on a held-out phantom split (`twinray eval segmentation`)."""
     registry = ModelRegistry(open_store(settings))

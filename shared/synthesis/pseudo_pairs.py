@@ -42,7 +42,7 @@ def write_pseudo_pairs(
     settings_or_store: Settings | ArtifactStore,
     *,
     model_version: int | str = "latest",
-    dataset: str = "cxr-phantoms",
+    dataset: str = "cxr-phantoms-v2",
     name: str = "",
     shard_size: int = 256,
     progress: bool = True,

@@ -5,10 +5,10 @@ label map fed only at the input is washed out by the normalisation layers that f
 re-injects the map at every decoder normalisation as a per-pixel scale and shift, so the twin keeps
 the heart, diaphragm and clavicle outlines that the segmenter saw in the abnormal image.
 
-The generator is RESIDUAL and, by default, one-signed: twin = clamp(image + r, 0, 1) with r in
-(-1, 0) (twinray.shared.models.components.residual_head). A pneumonia consolidation only ever ADDS density, so removing
-it only lowers intensity: a generator that cannot brighten cannot invent structure, and whatever a
-pseudo-normal brightens is ignored rather than learned.
+The generator is RESIDUAL: twin = clamp(image + r, 0, 1) (twinray.shared.models.components.residual_head).
+By default r has either sign: removing a consolidation lowers intensity, but undoing a pneumothorax
+(density LOST, markings gone) must put density and structure back. `negative_residual` keeps the
+earlier one-signed head, r in (-1, 0), for films whose disease only ever adds density.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ class SpadeConfig(ModelConfig):
     channels: tuple[int, ...] = (16, 32, 64)  # encoder width per resolution level, finest first
     n_blocks: int = 2  # SPADE residual blocks at the coarsest level
     hidden: int = 32  # anatomy features per resolution, from which each SPADE predicts gamma and beta
-    negative_residual: bool = True  # r <= 0: the twin may only remove density
+    # True: r <= 0, the twin may only remove density (it cannot undo a pneumothorax, a density LOSS)
+    negative_residual: bool = False
     use_anatomy: bool = True  # False: the ablation without the anatomy prior (SPADE then reads an empty map)
 
 

@@ -25,9 +25,10 @@ def test_data_phantoms_writes_the_chosen_generation(tmp_path, monkeypatch, capsy
     assert len(read_phantom_split(store, name, "train")) == 2 and name in capsys.readouterr().out
 
 
-def test_the_first_generation_stays_the_default_and_others_are_refused():
+def test_the_second_generation_is_the_default_and_unknown_ones_are_refused():
     parser = build_parser()
-    assert parser.parse_args(["data", "phantoms"]).generator == "cxr-phantom/1"
+    defaults = parser.parse_args(["data", "phantoms"])
+    assert (defaults.generator, defaults.name) == ("cxr-phantom/2", "cxr-phantoms-v2")
     for generator in VERSIONS:
         assert parser.parse_args(["data", "phantoms", "--generator", generator]).generator == generator
     with pytest.raises(SystemExit):

@@ -107,7 +107,7 @@ def test_round_trip_twin_residual_anatomy_and_provenance(services, exporter, siz
     image = decode_png(encode_float01_png16(phantom.image)).pixels  # what the service decoded
     # residual = input - twin; the twin PNG is the float twin rounded to 16 bits
     np.testing.assert_allclose(residual, image - twin, rtol=0, atol=0.5 / 65535 + 1e-6)
-    assert residual.min() >= -1e-6 and residual.max() > 1e-2  # this generator only removes density, and does
+    assert residual.min() < -1e-2 and residual.max() > 1e-2  # the twin may add density back as well as remove it
     labels = decode_label_png(response.anatomy.png)
     assert labels.shape == (size, size) == (response.anatomy.height, response.anatomy.width)
     assert labels.max() < NUM_ANATOMY_CLASSES

@@ -6,21 +6,38 @@ from __future__ import annotations
 import pytest
 import torch
 
-from twinray.shared.data.phantoms.dataset import read_phantom_split, write_phantom_dataset
+from twinray.shared.data.phantoms.dataset import PhantomArrays, read_phantom_split, write_phantom_dataset
+from twinray.shared.data.phantoms.pathologies import PATHOLOGIES
+from twinray.shared.evaluation.normal_synthesis import one_case_per_pathology
 from twinray.shared.evaluation.report import check_shape, evaluation_report
 from twinray.shared.evaluation.twin_benchmark import ROWS, HeldOut, benchmark_rows, no_learning_rows, twin_rows
 from twinray.shared.models.segmentation.network import AnatomySegmenter, SegmenterConfig
 from twinray.shared.platform.storage.local import LocalStore
 
 CPU = torch.device("cpu")
+SPLITS = {"val": 8, "test": 8}
 
 
 @pytest.fixture(scope="module")
 def splits(tmp_path_factory) -> tuple[HeldOut, HeldOut]:
     store = LocalStore(tmp_path_factory.mktemp("store"), "test")
-    splits = {"val": 8, "test": 8}
-    write_phantom_dataset(store, "v2", size=64, splits=splits, seed=3, generator="cxr-phantom/2", progress=False)
-    return tuple(HeldOut.of(read_phantom_split(store, "v2", name)) for name in splits)
+    write_phantom_dataset(store, "v2", size=64, splits=SPLITS, seed=3, generator="cxr-phantom/2", progress=False)
+    return tuple(HeldOut.of(read_phantom_split(store, "v2", name)) for name in SPLITS)
+
+
+@pytest.fixture(scope="module")
+def arrays(tmp_path_factory) -> PhantomArrays:
+    store = LocalStore(tmp_path_factory.mktemp("store"), "test")
+    write_phantom_dataset(store, "v2", size=64, splits={"test": 24}, seed=5, generator="cxr-phantom/2", progress=False)
+    return read_phantom_split(store, "v2", "test")
+
+
+def test_a_figure_gets_one_case_per_pathology_class_holding_it(arrays):
+    picks = one_case_per_pathology(arrays)
+    assert [name for name, _ in picks] == [name for name in PATHOLOGIES if any(name == n for n, _ in picks)] and len(picks) >= 2
+    for name, index in picks:
+        classes = {PATHOLOGIES[c] for c in arrays.lesion_classes[index][: arrays.box_count[index]]}
+        assert name in classes
 
 
 def test_held_out_splits_keep_only_abnormal_images_beside_the_normals(splits):
