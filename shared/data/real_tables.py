@@ -36,6 +36,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from twinray.shared.data.rsna import SIDE  # RSNA, SIIM and NIH films are all 1024 x 1024 pixels
+
 PACKAGE = "torchxrayvision"
 PACKAGE_VERSION = "1.5.7"
 INSTALL_HINT = f"pip install {PACKAGE}=={PACKAGE_VERSION}"
@@ -46,7 +48,6 @@ SIIM_RLE = "siim-pneumothorax-train-rle.csv.gz"
 NIH_BOXES = "BBox_List_2017.csv.gz"
 V7LABS_LUNGS = "semantic_masks_v7labs_lungs.zip"
 
-SIDE = 1024  # RSNA, SIIM and NIH images are 1024 x 1024 pixels
 QUANTILES: tuple[float, ...] = (0.05, 0.25, 0.5, 0.75, 0.95)
 MAX_PLAUSIBLE_AGE = 120  # the RSNA headers hold a few ages of 148..155 years
 LUNG_THRESHOLD = 127  # v7labs masks: 255 = lung, 0 = background, 127 = arrows/markers burned in from the source figure
