@@ -1,0 +1,1 @@
+"""detection: the lesion detector (RetinaNet) and the variants of the residual ablation."""
