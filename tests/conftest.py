@@ -232,6 +232,21 @@ def pseudo_pair_dataset(trained_translator, phantom_dataset: str, twinray_settin
 
 
 @pytest.fixture(scope="session")
+def twin_residual_dataset(trained_normal_synthesizer, phantom_dataset: str, twinray_settings: Settings) -> str:
+    """The session generator's residuals of every image of the session phantoms."""
+    from twinray.shared.synthesis.twin_residuals import write_twin_residuals
+
+    manifest = write_twin_residuals(
+        twinray_settings,
+        model="normal-synthesis",
+        model_version=trained_normal_synthesizer.version,
+        dataset=phantom_dataset,
+        progress=False,
+    )
+    return manifest["name"]
+
+
+@pytest.fixture(scope="session")
 def trained_normal_synthesizer(
     ray_cluster: None, trained_segmenter, pseudo_pair_dataset: str, phantom_dataset: str, twinray_settings: Settings
 ):

@@ -3,7 +3,7 @@ are generated from this one table."""
 
 from __future__ import annotations
 
-from twinray.training import ddpm, defect_encoder, matching_pairs, normal_synthesis, segmentation
+from twinray.training import ddpm, defect_encoder, detection, matching_pairs, normal_synthesis, segmentation
 from twinray.training.harness import TrainSpec
 
 TRAIN_SPECS: dict[str, TrainSpec] = {
@@ -15,5 +15,6 @@ TRAIN_SPECS: dict[str, TrainSpec] = {
         ddpm.SPECS["mask"],
         ddpm.SPECS["image"],
         defect_encoder.SPEC,
+        detection.SPEC,
     )
 }

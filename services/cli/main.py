@@ -38,6 +38,15 @@ def _data_phantoms(args: argparse.Namespace, settings: Settings) -> None:
     print(f"dataset {args.name!r}: {store.uri(f'datasets/{args.name}/manifest.json')}")
 
 
+def _data_residuals(args: argparse.Namespace, settings: Settings) -> None:
+    from twinray.shared.synthesis.twin_residuals import write_twin_residuals
+
+    manifest = write_twin_residuals(settings, model=args.model, model_version=args.version, dataset=args.dataset, name=args.name)
+    counts = ", ".join(f"{entry['count']} {split}" for split, entry in manifest["splits"].items())
+    made_by = f"{manifest['model']['name']} v{manifest['model']['version']}"
+    print(f"residuals {manifest['name']!r} of {args.dataset!r} by {made_by} ({counts}): use --residuals {manifest['name']}")
+
+
 def _data_products(args: argparse.Namespace, settings: Settings) -> None:
     from twinray.shared.data.products.dataset import write_product_dataset
     from twinray.shared.platform.storage import open_store
@@ -270,6 +279,12 @@ def build_parser(*, train_models: bool = True) -> argparse.ArgumentParser:
     for split, count in SPLITS.items():
         phantoms.add_argument(f"--{split}", type=int, default=count, help=f"images in the {split} split")
     phantoms.set_defaults(func=_data_phantoms)
+    residuals = data.add_parser("residuals", help="image - twin of every image of a phantom dataset, for the detector")
+    residuals.add_argument("--model", default="normal-synthesis", choices=("normal-synthesis", "matching-pairs"))
+    residuals.add_argument("--version", default="latest", help="the twin model's version")
+    residuals.add_argument("--dataset", default=DATASET)
+    residuals.add_argument("--name", default="", help="default: <dataset>-residuals-<model>-v<version>")
+    residuals.set_defaults(func=_data_residuals)
     products = data.add_parser("products", help="product surfaces, and real-like defects with exact masks")
     products.add_argument("--name", default=PRODUCTS)
     products.add_argument("--category", default="metal", help="brick, grass, gravel, metal, fabric or plastic")

@@ -18,6 +18,9 @@ from torchvision.ops import box_iou
 # 0.40, 0.45, ..., 0.75 built from integers, so floating error cannot drop or shift the last one.
 IOU_THRESHOLDS: tuple[float, ...] = tuple(step / 100 for step in range(40, 80, 5))
 
+# The confidence thresholds a detector's RSNA score is read at (chosen on val): 0.05, 0.10, ..., 0.95.
+CONFIDENCE_THRESHOLDS: tuple[float, ...] = tuple(step / 100 for step in range(5, 100, 5))
+
 ImageBoxes = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
@@ -98,6 +101,20 @@ def rsna_score(images: Sequence[ImageBoxes]) -> float:
     scores = [rsna_image_score(*image) for image in _checked_images(images)]
     kept = [score for score in scores if score is not None]
     return sum(kept) / len(kept) if kept else math.nan
+
+
+def best_threshold_rsna(images: Sequence[ImageBoxes], thresholds: Sequence[float] = CONFIDENCE_THRESHOLDS) -> tuple[float, float]:
+    """The best `rsna_score` of the images' predictions kept at confidence >= t over `thresholds`, and
+    that t (the lowest, on a tie). The challenge's score punishes every false box, so a detector is
+    read at the confidence threshold chosen on val; NaN and the lowest threshold when no image counts."""
+    checked = _checked_images(images)
+    best = (math.nan, thresholds[0])
+    for threshold in thresholds:
+        kept = [(boxes[scores >= threshold], scores[scores >= threshold], truth) for boxes, scores, truth in checked]
+        score = rsna_score(kept)
+        if not math.isnan(score) and (math.isnan(best[0]) or score > best[0]):
+            best = (score, threshold)
+    return best
 
 
 def average_precision(images: Sequence[ImageBoxes], iou_threshold: float) -> float:

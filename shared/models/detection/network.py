@@ -213,3 +213,17 @@ def detector_from_weights(config: dict[str, Any], weights: bytes) -> LesionDetec
     model = LesionDetector(DetectorConfig.from_dict(config))
     model.load_state_dict(torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True))
     return model.eval()
+
+
+@torch.no_grad()
+def detect(
+    model: LesionDetector, inputs: torch.Tensor, device: torch.device, batch_size: int = 8
+) -> list[dict[str, torch.Tensor]]:
+    """The eval-mode detections (one dict of "boxes", "scores", "labels" per image, on the CPU) of
+    stacked inputs (N, C, S, S), `batch_size` images at a time on `device`."""
+    model.eval()
+    found: list[dict[str, torch.Tensor]] = []
+    for start in range(0, len(inputs), batch_size):
+        batch = inputs[start : start + batch_size].to(device)
+        found += [{key: value.cpu() for key, value in image.items()} for image in model(list(batch))]
+    return found

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from twinray.shared.models.components.diffusion import DiffusionConfig
+from twinray.shared.models.detection.network import DetectorConfig
 from twinray.shared.models.matching_pairs.network import TranslatorConfig
 from twinray.shared.models.normal_synthesis.network import SpadeConfig
 from twinray.shared.models.segmentation.network import SegmenterConfig
@@ -61,6 +62,14 @@ TINY: dict[str, Callable[[Callable[[str], Any]], dict[str, Any]]] = {
         **DIFFUSION,
         "real_count": 4,
         "normal_manifold_version": str(fixture("trained_normal_manifold").version),
+    },
+    "detection": lambda fixture: {
+        "dataset": fixture("phantom_dataset"),
+        "variant": "attention",
+        "residuals": fixture("twin_residual_dataset"),
+        "epochs": 1,
+        "batch_size": 4,
+        "model": DetectorConfig(fpn_channels=16, attention_hidden=4),
     },
 }
 

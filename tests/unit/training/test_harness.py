@@ -66,10 +66,12 @@ def test_the_registry_holds_every_model_under_its_cli_name():
         "defect-masks",
         "normal-manifold",
         "defect-encoder",
+        "detection",
     ]
     assert TRAIN_SPECS["defect-masks"].make_config().target == "mask"
     assert TRAIN_SPECS["normal-manifold"].make_config().target == "image"
     assert [flag.keyword for flag in TRAIN_SPECS["defect-encoder"].flags] == ["real_count", "normal_manifold_version"]
+    assert TRAIN_SPECS["detection"].make_config(variant="attention").model.variant == "attention"
 
 
 def test_a_ddpm_spec_refuses_the_other_target(tmp_path):

@@ -1,12 +1,18 @@
-"""`twinray data phantoms`: both phantom generations, for real, into a temporary store."""
+"""`twinray data phantoms` (both phantom generations) and `twinray data residuals`, for real, into a temporary store."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
+import torch
 
 from twinray.services.cli.main import build_parser, main
 from twinray.shared.data.phantoms.dataset import VERSIONS, read_phantom_manifest, read_phantom_split
+from twinray.shared.data.twin_residuals import read_twin_residuals
+from twinray.shared.models.matching_pairs.network import ResidualTranslator, TranslatorConfig
 from twinray.shared.platform.config import Settings
+from twinray.shared.platform.registry import ModelRegistry
 from twinray.shared.platform.storage import open_store
 
 
@@ -33,3 +39,25 @@ def test_the_second_generation_is_the_default_and_unknown_ones_are_refused():
         assert parser.parse_args(["data", "phantoms", "--generator", generator]).generator == generator
     with pytest.raises(SystemExit):
         parser.parse_args(["data", "phantoms", "--generator", "cxr-phantom/3"])
+
+
+def test_data_residuals_stores_the_published_translators_residuals(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TWINRAY_HOME", str(tmp_path))
+    assert main(["data", "phantoms", "--name", "tiny", "--size", "64", "--train", "2", "--val", "1", "--test", "1"]) == 0
+    store = open_store(Settings.from_env())
+    torch.manual_seed(0)
+    translator = ResidualTranslator(TranslatorConfig(input_size=32, channels=4, n_res_blocks=1))
+    buffer = io.BytesIO()
+    torch.save({"abnormal_to_normal": translator.state_dict(), "normal_to_abnormal": translator.state_dict()}, buffer)
+    registry = ModelRegistry(store)
+    registry.publish(
+        "matching-pairs", weights=buffer.getvalue(), config=translator.config.to_dict(), metrics={}, training={}, card=""
+    )
+    capsys.readouterr()
+
+    assert main(["data", "residuals", "--model", "matching-pairs", "--dataset", "tiny"]) == 0
+    name = "tiny-residuals-matching-pairs-v1"
+    assert f"--residuals {name}" in capsys.readouterr().out
+    assert read_twin_residuals(store, name, "train").shape == (2, 64, 64)
+    assert main(["data", "residuals", "--model", "matching-pairs", "--version", "7", "--dataset", "tiny"]) != 0
+    assert "version" in capsys.readouterr().err

@@ -7,6 +7,7 @@ from torchvision.ops import box_iou
 from twinray.shared.evaluation.detection_metrics import (
     IOU_THRESHOLDS,
     average_precision,
+    best_threshold_rsna,
     detection_metrics,
     rsna_image_score,
     rsna_score,
@@ -155,3 +156,15 @@ def test_dataset_errors_name_the_image():
     for metric in (rsna_score, lambda images: average_precision(images, 0.5), detection_metrics):
         with pytest.raises(ValueError, match="^image 1: pred_scores"):
             metric([good, bad])
+
+
+def test_the_rsna_score_is_read_at_the_confidence_threshold_best_on_these_images():
+    # A true box found at 0.9 and a false one at 0.3: kept at t <= 0.30, each IoU threshold scores
+    # 1 / (1 + 1 + 0) = 0.5; from t = 0.35 only the hit is kept and every threshold scores 1.
+    image = (boxes(SQUARE, FAR), scores(0.9, 0.3), boxes(SQUARE))
+    assert best_threshold_rsna([image]) == (1.0, 0.35)
+    assert best_threshold_rsna([image], thresholds=(0.1, 0.2)) == (0.5, 0.1)
+    # Nothing left to score (one image, no true box, nothing kept above 0.5): NaN at the lowest threshold.
+    empty = (boxes(FAR), scores(0.4), NONE)
+    score, threshold = best_threshold_rsna([empty], thresholds=(0.5, 0.6))
+    assert math.isnan(score) and threshold == 0.5

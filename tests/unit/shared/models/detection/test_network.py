@@ -18,6 +18,7 @@ from twinray.shared.models.detection.network import (
     DetectorConfig,
     LesionDetector,
     attention_maps,
+    detect,
     detector_from_weights,
     detector_inputs,
     input_channels,
@@ -91,6 +92,17 @@ def test_evaluation_returns_boxes_scores_and_labels_per_image(variant):
         assert found["boxes"].min() >= 0 and found["boxes"].max() <= SIZE
         assert found["labels"].dtype == torch.int64
         assert found["labels"].min() >= 0 and found["labels"].max() < len(PATHOLOGIES)
+
+
+def test_detect_runs_in_batches_and_gives_what_one_pass_gives():
+    model, inputs = _detector("concat"), torch.cat([_inputs("concat", seed) for seed in (1, 2)])
+    found = detect(model, inputs, torch.device("cpu"), batch_size=3)
+    assert not model.training and len(found) == len(inputs)
+    with torch.no_grad():
+        whole = model(list(inputs))
+    for batched_one, single in zip(found, whole):  # an untrained head ties many scores: compare them sorted
+        assert batched_one["boxes"].device.type == "cpu" and len(batched_one["boxes"]) == len(single["boxes"])
+        torch.testing.assert_close(batched_one["scores"].sort().values, single["scores"].sort().values)
 
 
 def test_the_transform_keeps_the_size_and_normalises_only_the_image_channel():
