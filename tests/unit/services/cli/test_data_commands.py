@@ -43,21 +43,25 @@ def test_the_second_generation_is_the_default_and_unknown_ones_are_refused():
 
 def test_data_residuals_stores_the_published_translators_residuals(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TWINRAY_HOME", str(tmp_path))
-    assert main(["data", "phantoms", "--name", "tiny", "--size", "64", "--train", "2", "--val", "1", "--test", "1"]) == 0
+    dataset = "residual-phantoms"  # the session's store may be shared: names of this test's own
+    sizes = ["--size", "64", "--train", "2", "--val", "1", "--test", "1"]
+    assert main(["data", "phantoms", "--name", dataset, *sizes]) == 0
     store = open_store(Settings.from_env())
     torch.manual_seed(0)
     translator = ResidualTranslator(TranslatorConfig(input_size=32, channels=4, n_res_blocks=1))
     buffer = io.BytesIO()
     torch.save({"abnormal_to_normal": translator.state_dict(), "normal_to_abnormal": translator.state_dict()}, buffer)
-    registry = ModelRegistry(store)
-    registry.publish(
-        "matching-pairs", weights=buffer.getvalue(), config=translator.config.to_dict(), metrics={}, training={}, card=""
+    config = translator.config.to_dict()
+    version = (
+        ModelRegistry(store)
+        .publish("matching-pairs", weights=buffer.getvalue(), config=config, metrics={}, training={}, card="")
+        .version
     )
     capsys.readouterr()
 
-    assert main(["data", "residuals", "--model", "matching-pairs", "--dataset", "tiny"]) == 0
-    name = "tiny-residuals-matching-pairs-v1"
+    assert main(["data", "residuals", "--model", "matching-pairs", "--version", str(version), "--dataset", dataset]) == 0
+    name = f"{dataset}-residuals-matching-pairs-v{version}"
     assert f"--residuals {name}" in capsys.readouterr().out
     assert read_twin_residuals(store, name, "train").shape == (2, 64, 64)
-    assert main(["data", "residuals", "--model", "matching-pairs", "--version", "7", "--dataset", "tiny"]) != 0
+    assert main(["data", "residuals", "--model", "matching-pairs", "--version", str(version + 100), "--dataset", dataset]) != 0
     assert "version" in capsys.readouterr().err
