@@ -39,6 +39,7 @@ test: check
 benchmark: install
 	$(BIN)/python -m benchmarks.segmentation_serving
 	$(BIN)/python -m benchmarks.normal_synthesis_serving
+	$(BIN)/python -m benchmarks.detection_serving
 	$(BIN)/python -m benchmarks.defect_generation
 
 clean:

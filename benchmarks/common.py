@@ -1,4 +1,4 @@
-"""Shared by the serving benchmarks: a scratch artifact store, untrained models, a load generator."""
+"""Shared by the serving benchmarks: a scratch artifact store, untrained models, a load generator, ratios."""
 
 from __future__ import annotations
 
@@ -17,9 +17,12 @@ from typing import Any
 import torch
 
 from benchmarks.report import latency_summary
+from twinray.shared.models.normal_synthesis.network import AnatomyConditionedGenerator, SpadeConfig
+from twinray.shared.models.segmentation.network import AnatomySegmenter, SegmenterConfig
 from twinray.shared.platform.config import Settings
 from twinray.shared.platform.registry import ModelRegistry, ModelVersion
 from twinray.shared.platform.storage import open_store
+from twinray.shared.synthesis.twin_residuals import GENERATOR, SEGMENTER
 
 
 def scratch_settings() -> Settings:
@@ -45,8 +48,11 @@ def scratch_settings() -> Settings:
     return Settings.from_env()
 
 
-def publish_untrained(settings: Settings, name: str, model: torch.nn.Module, config: dict[str, Any]) -> ModelVersion:
-    """Speed does not depend on the weights: publish `model` as initialised, as the next version of `name`."""
+def publish_untrained(
+    settings: Settings, name: str, model: torch.nn.Module, config: dict[str, Any], training: dict[str, Any] | None = None
+) -> ModelVersion:
+    """Speed does not depend on the weights: publish `model` as initialised, as the next version of `name`.
+    `training` adds the training.json entries a service reads (e.g. the twin model a detector learnt from)."""
     weights = io.BytesIO()
     torch.save(model.state_dict(), weights)
     return ModelRegistry(open_store(settings)).publish(
@@ -54,9 +60,32 @@ def publish_untrained(settings: Settings, name: str, model: torch.nn.Module, con
         weights=weights.getvalue(),
         config=config,
         metrics={},
-        training={"note": "benchmark only"},
+        training={"note": "benchmark only", **(training or {})},
         card="Untrained weights of the demo architecture, for latency measurement only.",
     )
+
+
+def publish_twin_models(settings: Settings) -> tuple[ModelVersion, ModelVersion]:
+    """The segmenter (256 px) and the anatomy-conditioned generator (default SpadeConfig), untrained,
+    the generator's config recording the segmentation version it is conditioned on (as training does)."""
+    segmenter_config, spade_config = SegmenterConfig(input_size=256), SpadeConfig()
+    segmentation = publish_untrained(settings, SEGMENTER, AnatomySegmenter(segmenter_config), segmenter_config.to_dict())
+    synthesis_config = {**spade_config.to_dict(), "segmentation_version": segmentation.version}
+    return segmentation, publish_untrained(settings, GENERATOR, AnatomyConditionedGenerator(spade_config), synthesis_config)
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator to 3 significant figures."""
+    return float(f"{numerator / denominator:.3g}")
+
+
+def latency_ratios(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    """Summaries `a` over `b` (from run_load): latency above 1 = a is slower; throughput below 1 = a is slower."""
+    return {
+        "p50": ratio(a["p50_ms"], b["p50_ms"]),
+        "p95": ratio(a["p95_ms"], b["p95_ms"]),
+        "throughput": ratio(a["throughput_rps"], b["throughput_rps"]),
+    }
 
 
 def run_load(call: Callable[[], Any], requests: int, concurrency: int) -> dict[str, float]:

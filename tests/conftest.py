@@ -335,3 +335,17 @@ def trained_normal_manifold(ray_cluster: None, product_dataset: str, twinray_set
     from twinray.training.ddpm import train_ddpm
 
     return train_ddpm(twinray_settings, _tiny_ddpm("image", "train_normal", "val_normal"))
+
+
+@pytest.fixture(scope="session")
+def trained_detector(ray_cluster: None, twin_residual_dataset: str, phantom_dataset: str, twinray_settings: Settings):
+    """A real (short) Ray Train run of the attention detector on the session generator's residuals,
+    published as `detection`. No score floor, so even a barely trained head returns its top boxes."""
+    from twinray.shared.models.detection.network import DetectorConfig
+    from twinray.training.detection import detection_config, train_detection
+
+    model = DetectorConfig(fpn_channels=16, attention_hidden=4, score_threshold=0.0, detections_per_image=10)
+    config = detection_config(
+        "attention", dataset=phantom_dataset, residuals=twin_residual_dataset, epochs=1, batch_size=4, model=model
+    )
+    return train_detection(twinray_settings, config)

@@ -40,6 +40,7 @@ from twinray.shared.platform.imaging.unit_range import to_unit
 from twinray.shared.platform.registry import ModelVersion
 from twinray.shared.platform.storage import ArtifactStore
 from twinray.training import harness
+from twinray.training.autocast import autocast
 from twinray.training.config import TrainConfig
 
 Target = Literal["mask", "image"]
@@ -128,7 +129,7 @@ def ema_steps(
     of `model` advanced after each; returns the mean loss. One epoch of every diffusion trainer."""
     total = 0.0
     for _ in range(steps):
-        with harness.autocast(device):
+        with autocast(device):
             loss = step_loss()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()

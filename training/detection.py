@@ -3,113 +3,53 @@ on phantom CXRs, trained with Ray Train.
 
 Each worker reads the phantom split's images, boxes and pathology classes and, for the variants that
 read them, the twin residuals (a stored twin-residual dataset, computed once by a published twin
-model) or the anatomy maps (the published segmenter's, labelled once at the start). Rank 0 scores
+model) or the anatomy maps (the published segmenter's, labelled once at the start). The training
+split may also hold synthetic abnormal images (a stored dataset made from the same training split by
+the same twin: twinray.shared.synthesis.synthetic_abnormal); val and test never do. Rank 0 scores
 every epoch on val with the RSNA challenge score at the confidence threshold that is best on val;
 the driver publishes the best checkpoint. Val boxes choose the checkpoint: real data has them.
+
+`--dataset rsna --root DIR` trains on the real RSNA Pneumonia Detection download instead (baseline
+and anatomy only: the twins behind residuals and synthetic images are trained on phantoms).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 from typing import Any
 
 import ray.train.torch
 import torch
 from torch.utils.data import DataLoader
 
-from twinray.shared.data.phantoms.dataset import PhantomArrays, read_phantom_manifest, read_phantom_split
-from twinray.shared.data.twin_residuals import read_twin_residual_manifest, read_twin_residuals
-from twinray.shared.evaluation.detection_metrics import best_threshold_rsna, detection_metrics
-from twinray.shared.models.components.twin import batched
-from twinray.shared.models.detection.network import DetectorConfig, LesionDetector, detect, detector_inputs
-from twinray.shared.models.normal_synthesis.network import resize_labels, segment_anatomy
-from twinray.shared.models.segmentation.network import segmenter_from_weights
+from twinray.shared.data.phantoms.dataset import read_phantom_manifest
+from twinray.shared.data.rsna import IMAGES_DIR, LABELS_FILE, SPLITS, rsna_split
+from twinray.shared.data.synthetic_abnormal import read_synthetic_abnormal_manifest
+from twinray.shared.data.twin_residuals import read_twin_residual_manifest
+from twinray.shared.models.detection.network import LesionDetector
 from twinray.shared.platform.config import Settings
 from twinray.shared.platform.errors import InvalidInput
-from twinray.shared.platform.imaging import unit_images
 from twinray.shared.platform.registry import ModelRegistry, ModelVersion
-from twinray.shared.platform.storage import ArtifactStore
+from twinray.shared.platform.storage import ArtifactStore, sha256_bytes
 from twinray.training import harness
-from twinray.training.config import TrainConfig
+from twinray.training.detection_data import (
+    NEEDS_RESIDUALS,
+    RSNA,
+    SEGMENTER_NAME,
+    DetectionTrainConfig,
+    detection_config,
+    detection_split,
+    load_segmenter,
+)
+from twinray.training.detection_fit import evaluate_split, train_epoch
 
 MODEL_NAME = "detection"
-SEGMENTER_NAME = "segmentation"
 SCORE = "val_rsna_score"
-NEEDS_RESIDUALS = ("concat", "attention")
-
-
-@dataclasses.dataclass(frozen=True)
-class DetectionTrainConfig(TrainConfig):
-    dataset: str = "cxr-phantoms-v2"
-    residuals: str = ""  # the twin-residual dataset the concat and attention variants read
-    segmentation_version: int | str = "latest"  # the anatomy variant's segmenter, resolved before Ray starts
-    epochs: int = 12
-    batch_size: int = 8
-    learning_rate: float = 1e-3
-    seed: int = 0
-    workers: int = 1
-    use_gpu: bool = False
-    model: DetectorConfig = DetectorConfig()
-
-
-@dataclasses.dataclass(frozen=True)
-class DetectionSplit:
-    """One split as the detector reads it: images (N,1,S,S), residuals (N,1,S,S) or anatomy (N,S,S)
-    when the variant reads them, and one target dict per image (boxes xyxy px, labels = PATHOLOGIES index)."""
-
-    image: torch.Tensor
-    residual: torch.Tensor | None
-    anatomy: torch.Tensor | None
-    targets: list[dict[str, torch.Tensor]]
-
-    def inputs(self, config: DetectorConfig, rows: torch.Tensor) -> torch.Tensor:
-        residual = None if self.residual is None else self.residual[rows]
-        anatomy = None if self.anatomy is None else self.anatomy[rows]
-        return detector_inputs(config, self.image[rows], residual, anatomy)
-
-
-def targets_of(arrays: PhantomArrays) -> list[dict[str, torch.Tensor]]:
-    """Each image's true boxes and pathology labels, as torchvision's detectors take them."""
-    return [
-        {
-            "boxes": torch.from_numpy(arrays.boxes_of(i).copy()).float(),
-            "labels": torch.from_numpy(arrays.lesion_classes[i, : arrays.box_count[i]].astype("int64")),
-        }
-        for i in range(len(arrays))
-    ]
-
-
-def detection_split(
-    store: ArtifactStore, config: DetectionTrainConfig, split: str, segmenter: torch.nn.Module | None
-) -> DetectionSplit:
-    """`split` of the config's dataset with what its variant reads."""
-    arrays = read_phantom_split(store, config.dataset, split)
-    image = unit_images(arrays.image)
-    residual = anatomy = None
-    if config.model.variant in NEEDS_RESIDUALS:
-        residual = torch.from_numpy(read_twin_residuals(store, config.residuals, split))[:, None]
-    if config.model.variant == "anatomy":
-        labels = batched(lambda x: segment_anatomy(segmenter, x)[:, None].float(), image, torch.device("cpu"))[:, 0]
-        anatomy = resize_labels(labels.long(), image.shape[-1]).to(torch.uint8)
-    return DetectionSplit(image, residual, anatomy, targets_of(arrays))
-
-
-def _segmenter(store: ArtifactStore, config: DetectionTrainConfig) -> torch.nn.Module | None:
-    if config.model.variant != "anatomy":
-        return None
-    loaded = ModelRegistry(store).load(SEGMENTER_NAME, config.segmentation_version)
-    return segmenter_from_weights(loaded.config, loaded.weights).eval()
-
-
-def evaluate_split(model: LesionDetector, data: DetectionSplit, device: torch.device) -> dict[str, float]:
-    """RSNA score at the confidence threshold best on these images (and that threshold), mAP and AP
-    at IoU 0.4 / 0.5 / 0.6 over every prediction, class-agnostic as the RSNA challenge is."""
-    rows = torch.arange(len(data.image))
-    predictions = detect(model, data.inputs(model.config, rows), device)
-    images = [(p["boxes"], p["scores"], t["boxes"]) for p, t in zip(predictions, data.targets)]
-    rsna, threshold = best_threshold_rsna(images)
-    return {**detection_metrics(images), "rsna_score": rsna, "score_threshold": threshold}
+# RSNA boxes are 21-180 px at 256 (1st-99th percentile of the 9,555 boxes), inside the anchors' 8-203 px;
+# at 512 the tallest reach 470 px, beyond them, and the images cost 4x the memory and compute.
+RSNA_INPUT_SIZE = 256
 
 
 def train_loop(loop_config: dict[str, Any]) -> None:
@@ -117,7 +57,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     worker = harness.worker_context(loop_config, DetectionTrainConfig)
     config, device = worker.config, worker.device
     torch.manual_seed(worker.rank_seed("torch"))
-    segmenter = _segmenter(worker.store, config)
+    segmenter = load_segmenter(worker.store, config)
     train = detection_split(worker.store, config, "train", segmenter)
     val = detection_split(worker.store, config, "val", segmenter) if worker.is_rank0 else None
 
@@ -134,23 +74,9 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     for epoch in range(config.epochs):
         if worker.world_size > 1:
             loader.sampler.set_epoch(epoch)
-        model.train()
-        started, sums, steps = time.time(), {}, 0
-        for rows in loader:
-            inputs = train.inputs(config.model, rows).to(device)
-            targets = [{k: v.to(device) for k, v in train.targets[i].items()} for i in rows.tolist()]
-            with harness.autocast(device):
-                losses = model(list(inputs), targets)
-            loss = sum(losses.values())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)  # focal-loss spikes early on, from scratch
-            optimizer.step()
-            scheduler.step()
-            for name, value in {**losses, "total": loss}.items():
-                sums[name] = sums.get(name, 0.0) + float(value)
-            steps += 1
-        metrics = {"epoch": epoch + 1, **{f"train_{k}_loss": v / max(steps, 1) for k, v in sums.items()}}
+        started = time.time()
+        losses = train_epoch(model, optimizer, scheduler, train, loader, device, config.model)
+        metrics = {"epoch": epoch + 1, **{f"train_{k}_loss": v for k, v in losses.items()}}
         metrics["epoch_seconds"] = time.time() - started
         if worker.is_rank0:
             scores = evaluate_split(harness.unwrap(model).eval(), val, device)
@@ -164,9 +90,78 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         harness.save_checkpoint(harness.unwrap(model).state_dict(), epoch + 1, metrics)
 
 
+def _synthetic(store: ArtifactStore, config: DetectionTrainConfig, twin_model: dict | None) -> dict:
+    """The synthetic abnormal dataset's training.json entry, once it is known to fit the run."""
+    if config.synthetic_count < 0 or bool(config.synthetic) != bool(config.synthetic_count):
+        raise InvalidInput(
+            f"pass --synthetic NAME with --synthetic-count N > 0, or neither (got {config.synthetic!r}, {config.synthetic_count})"
+        )
+    manifest = read_synthetic_abnormal_manifest(store, config.synthetic)
+    made = f"synthetic dataset {config.synthetic!r} was made"
+    if manifest["source"]["dataset"] != config.dataset:
+        raise InvalidInput(
+            f"{made} from {manifest['source']['dataset']!r}, not {config.dataset!r}: write one with `twinray data synthetic`"
+        )
+    if twin_model is not None and manifest["model"] != twin_model:
+        made_by, residuals_by = (f"{m['name']} v{m['version']}" for m in (manifest["model"], twin_model))
+        raise InvalidInput(f"{made} by {made_by}, the residuals {config.residuals!r} by {residuals_by}: use the same twin model")
+    if manifest["count"] < config.synthetic_count:
+        raise InvalidInput(f"{made} with {manifest['count']} images, --synthetic-count asks {config.synthetic_count}")
+    keys = ("model", "segmenter", "seed", "method")
+    return {"name": config.synthetic, "count": config.synthetic_count, **{key: manifest[key] for key in keys}}
+
+
+def _rsna(config: DetectionTrainConfig) -> tuple[DetectionTrainConfig, dict[str, Any]]:
+    """The RSNA run's config (input size RSNA_INPUT_SIZE, root made absolute: Ray workers do not run in
+    the driver's working directory) and its training.json entry, once the folder holds the Kaggle layout.
+    The absolute root is recorded (the workers read it, and the store is the team's); the labels' sha256
+    names the annotations wherever the folder lives."""
+    variant = config.model.variant
+    if variant in NEEDS_RESIDUALS:
+        raise InvalidInput(
+            f"--dataset rsna trains baseline or anatomy, not {variant}: its twin residuals come from twins trained on phantoms"
+        )
+    if config.synthetic or config.synthetic_count:
+        raise InvalidInput("--dataset rsna takes no --synthetic: synthetic abnormal images are made from phantoms by their twin")
+    layout = f"the Kaggle download folder holding {LABELS_FILE} and {IMAGES_DIR}/"
+    if not config.root:
+        raise InvalidInput(f"--dataset rsna reads the real images: pass --root DIR, {layout}")
+    root = Path(config.root).expanduser().resolve()
+    if not (root / LABELS_FILE).is_file() or not (root / IMAGES_DIR).is_dir():
+        raise InvalidInput(f"--root {root} lacks {LABELS_FILE} or {IMAGES_DIR}/: pass {layout}")
+    splits = {split: rsna_split(root, split) for split in SPLITS}
+    if len(splits["train"]) < config.batch_size:
+        raise InvalidInput(
+            f"the RSNA train split of {root} has {len(splits['train'])} images, fewer than --batch-size {config.batch_size}"
+        )
+    model = dataclasses.replace(config.model, input_size=RSNA_INPUT_SIZE)
+    entry = {
+        "labels_sha256": sha256_bytes((root / LABELS_FILE).read_bytes()),
+        "images": {split: len(dataset) for split, dataset in splits.items()},
+        "labelled_without_dicom": sum(len(dataset.missing_images) for dataset in splits.values()),
+    }
+    return dataclasses.replace(config, root=str(root), model=model), {"rsna": entry}
+
+
 def prepare(store: ArtifactStore, config: DetectionTrainConfig) -> harness.Prepared[DetectionTrainConfig]:
-    """The input size is the dataset's; the residuals must come from that dataset and the segmenter is
-    resolved once (both recorded with the model), before Ray starts."""
+    """The input size is the dataset's; the residuals and synthetic images must come from that dataset
+    (and the same twin model), and the segmenter is resolved once (all recorded with the model), before Ray starts.
+    An RSNA run checks its folder instead (`_rsna`)."""
+    if config.dataset == RSNA:
+        config, training = _rsna(config)
+    elif config.root:
+        raise InvalidInput(f"--root is read with --dataset rsna only; {config.dataset!r} comes from the artifact store")
+    else:
+        config, training = _phantom_inputs(store, config)
+    if config.model.variant == "anatomy":
+        version = ModelRegistry(store).resolve(SEGMENTER_NAME, config.segmentation_version)
+        config = dataclasses.replace(config, segmentation_version=version)
+        training["segmentation"] = {"name": SEGMENTER_NAME, "version": version}
+    return harness.Prepared(config, training=training)
+
+
+def _phantom_inputs(store: ArtifactStore, config: DetectionTrainConfig) -> tuple[DetectionTrainConfig, dict[str, Any]]:
+    """A phantom run's config at its dataset's size, and the training.json entries of its residuals and synthetic images."""
     size = read_phantom_manifest(store, config.dataset)["size"]
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, input_size=size))
     training: dict[str, Any] = {}
@@ -179,11 +174,9 @@ def prepare(store: ArtifactStore, config: DetectionTrainConfig) -> harness.Prepa
                 f"residuals {config.residuals!r} were computed on {manifest['source']['dataset']!r}, not {config.dataset!r}"
             )
         training["twin_residuals"] = {"name": config.residuals, "model": manifest["model"]}
-    if config.model.variant == "anatomy":
-        version = ModelRegistry(store).resolve(SEGMENTER_NAME, config.segmentation_version)
-        config = dataclasses.replace(config, segmentation_version=version)
-        training["segmentation"] = {"name": SEGMENTER_NAME, "version": version}
-    return harness.Prepared(config, training=training)
+    if config.synthetic or config.synthetic_count:
+        training["synthetic_abnormal"] = _synthetic(store, config, training.get("twin_residuals", {}).get("model"))
+    return config, training
 
 
 def card(run: harness.Trained[DetectionTrainConfig]) -> str:
@@ -194,20 +187,25 @@ def card(run: harness.Trained[DetectionTrainConfig]) -> str:
         "concat": f"the image and the twin residual `{config.residuals}` as a second channel",
         "attention": f"the image, its pyramid levels gated by the twin residual `{config.residuals}`",
     }[config.model.variant]
+    synthetic = (
+        f", plus the first {config.synthetic_count} synthetic abnormal images of `{config.synthetic}`"
+        if config.synthetic_count
+        else ""
+    )
+    data, caveat = f"`{config.dataset}`{synthetic}", "Phantoms only: not validated on real radiographs.\n"
+    if config.dataset == RSNA:
+        images = run.prepared.training["rsna"]["images"]
+        data = f"the RSNA Pneumonia Detection stage-2 train images ({images['train']} train, {images['val']} val; every box an opacity)"
+        caveat = "Real radiographs; its test split is not scored here." + (
+            " Its anatomy maps come from a segmenter trained on phantoms.\n" if config.model.variant == "anatomy" else "\n"
+        )
     return (
         f"# Lesion detector ({config.model.variant})\n\nRetinaNet, {config.model.backbone} FPN P3-P7 from scratch, "
-        f"input {config.model.input_size}px, reading {reads}.\nTrained on `{config.dataset}` for {config.epochs} epochs "
+        f"input {config.model.input_size}px, reading {reads}.\nTrained on {data} for {config.epochs} epochs "
         f"with {config.workers} Ray Train worker(s); best epoch {run.best_epoch} by {SCORE} on val: "
         f"{metrics.get(SCORE, float('nan')):.4f} at confidence >= {metrics.get('val_score_threshold', float('nan')):.2f} "
-        f"(mAP {metrics.get('val_map', float('nan')):.4f}, AP50 {metrics.get('val_ap50', float('nan')):.4f}).\n"
-        "Phantoms only: not validated on real radiographs.\n"
+        f"(mAP {metrics.get('val_map', float('nan')):.4f}, AP50 {metrics.get('val_ap50', float('nan')):.4f}).\n{caveat}"
     )
-
-
-def detection_config(variant: str = "baseline", **fields: Any) -> DetectionTrainConfig:
-    """The training config of `fields`, its detector of `variant`."""
-    model = fields.pop("model", DetectorConfig())
-    return DetectionTrainConfig(**fields, model=dataclasses.replace(model, variant=variant))
 
 
 SPEC = harness.TrainSpec(
@@ -221,8 +219,11 @@ SPEC = harness.TrainSpec(
     configure=detection_config,
     flags=(
         harness.Flag("--variant", "baseline", "baseline, anatomy, concat (residual channel) or attention (residual gating)"),
+        harness.Flag("--root", "", "with --dataset rsna: the Kaggle RSNA Pneumonia Detection folder (baseline, anatomy)"),
         harness.Flag("--residuals", "", "twin-residual dataset (concat, attention)"),
         harness.Flag("--segmentation-version", "latest", "segmenter of the anatomy variant"),
+        harness.Flag("--synthetic", "", "synthetic abnormal dataset (twinray data synthetic) added to the training split"),
+        harness.Flag("--synthetic-count", 0, "how many of its first images join the training split"),
     ),
 )
 

@@ -267,8 +267,3 @@ def publish(
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The plain module inside a DistributedDataParallel wrapper."""
     return model.module if hasattr(model, "module") else model
-
-
-def autocast(device: torch.device) -> torch.autocast:
-    """bf16 autocast on GPUs (where it halves memory and time), a no-op on CPUs."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")

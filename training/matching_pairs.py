@@ -39,6 +39,7 @@ from twinray.shared.platform.imaging import unit_images
 from twinray.shared.platform.registry import ModelVersion
 from twinray.shared.platform.storage import ArtifactStore
 from twinray.training import harness
+from twinray.training.autocast import autocast
 from twinray.training.config import TrainConfig
 
 MODEL_NAME = "matching-pairs"
@@ -131,7 +132,7 @@ def critic_step(nets: CycleGAN, opt: torch.optim.Optimizer, abnormal: torch.Tens
     """One update of the disease critic on REAL images only: abnormal -> 1, normal -> 0. These are
     the image labels the unpaired sets already carry; no lesion mask or twin is read. (Translations
     are not labelled diseased, GAN-style: docs/decisions/0102-critic-on-real-images-only.md.)"""
-    with harness.autocast(abnormal.device):
+    with autocast(abnormal.device):
         loss = 0.5 * (_diseased(nets, abnormal, 1.0) + _diseased(nets, normal, 0.0))
     opt.zero_grad(set_to_none=True)  # also drops what the generator step left on the critic
     loss.backward()
@@ -149,7 +150,7 @@ def discriminator_step(
 ) -> float:
     """One update of both PatchGANs: real images -> 1, translations -> 0 (Eq. 1 with LSGAN)."""
     D_n, D_a = nets.judge_normal, nets.judge_abnormal
-    with harness.autocast(abnormal.device):
+    with autocast(abnormal.device):
         loss = lsgan_discriminator_loss(D_n(normal).float(), D_n(fake_normal.detach()).float()) + lsgan_discriminator_loss(
             D_a(abnormal).float(), D_a(fake_abnormal.detach()).float()
         )
@@ -182,7 +183,7 @@ def train_step(
     (see the model card's scores; docs/decisions/0104-minimal-change-weight.md).
     """
     G, F_, D_n, D_a = nets.to_normal, nets.to_abnormal, nets.judge_normal, nets.judge_abnormal
-    with harness.autocast(abnormal.device):
+    with autocast(abnormal.device):
         fake_normal, fake_abnormal = G(abnormal).float(), F_(normal).float()
         adversarial = lsgan_generator_loss(D_n(fake_normal).float()) + lsgan_generator_loss(D_a(fake_abnormal).float())
         disease = _diseased(nets, fake_normal, 0.0) + _diseased(nets, fake_abnormal, 1.0)

@@ -42,6 +42,7 @@ from twinray.shared.platform.registry import ModelRegistry, ModelVersion
 from twinray.shared.platform.storage import ArtifactStore
 from twinray.shared.synthesis.synthetic_lesions import LesionDraw, draw_lesions
 from twinray.training import harness
+from twinray.training.autocast import autocast
 from twinray.training.config import TrainConfig
 
 MODEL_NAME = "normal-synthesis"
@@ -236,11 +237,11 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             pick = torch.randint(len(data["normal_low"]), (len(abnormal),), generator=normals)
             normal_low, normal_anatomy_low = data["normal_low"][pick].to(device), data["normal_anatomy_low"][pick].to(device)
             abnormal_low = to_input_size(abnormal, size)
-            with harness.autocast(device):  # abnormal and normal inputs in one forward pass (one DDP reduction)
+            with autocast(device):  # abnormal and normal inputs in one forward pass (one DDP reduction)
                 twins = generator(torch.cat([abnormal_low, normal_low]), torch.cat([batch["anatomy_low"], normal_anatomy_low]))
             twin_low, normal_twin_low = twins.float().chunk(2)
 
-            with harness.autocast(device):  # real normals and twins in one pass too
+            with autocast(device):  # real normals and twins in one pass too
                 real, fake = discriminator(torch.cat([normal_low, twin_low.detach()])).float().chunk(2)
                 d_loss = losses.lsgan_discriminator_loss(real, fake)
             d_opt.zero_grad(set_to_none=True)
@@ -249,7 +250,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
 
             # The segmenter sees the twin it would see at inference: the full-resolution composition.
             twin_full = (abnormal - F.interpolate(abnormal_low - twin_low, size=abnormal.shape[-2:], mode="bilinear")).clamp(0, 1)
-            with harness.autocast(device):
+            with autocast(device):
                 parts = {
                     "reconstruction": losses.change_balanced_error(twin_low, target_low, abnormal_low),
                     "adversarial": losses.lsgan_generator_loss(discriminator(twin_low).float()),

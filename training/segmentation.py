@@ -24,6 +24,7 @@ from twinray.shared.platform.config import Settings
 from twinray.shared.platform.registry import ModelVersion
 from twinray.shared.platform.storage import ArtifactStore
 from twinray.training import harness
+from twinray.training.autocast import autocast
 from twinray.training.config import TrainConfig
 
 MODEL_NAME = "segmentation"
@@ -66,7 +67,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         model.train()
         started, total, steps = time.time(), 0.0, 0
         for images, labels in loader:
-            with harness.autocast(device):
+            with autocast(device):
                 loss = loss_fn(model(images), labels.unsqueeze(1))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

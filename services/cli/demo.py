@@ -8,7 +8,6 @@ the dataset, the pseudo-pairs and every published model that already exists.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,10 +56,10 @@ def _step(number: int, text: str) -> None:
 def _published_or_trained(registry: ModelRegistry, name: str, dataset: str, train: Callable[[], int]) -> int:
     """The latest published version of `name` trained on `dataset`, or a freshly trained one when there
     is none (a store from an earlier release keeps its models; the demo does not reuse them on new data)."""
-    for version in reversed(registry.versions(name)):
-        if json.loads(registry.read_file(name, version, "training.json")).get("dataset") == dataset:
-            print(f"      reusing published {name} v{version} (delete {registry.store.uri('models/' + name)} to retrain)")
-            return version
+    version = registry.latest_trained_on(name, dataset)
+    if version is not None:
+        print(f"      reusing published {name} v{version} (delete {registry.store.uri('models/' + name)} to retrain)")
+        return version
     version = train()
     print(f"      published {name} v{version} in {registry.store.uri(f'models/{name}/{version}')}")
     return version

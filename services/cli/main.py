@@ -14,7 +14,13 @@ import grpc
 
 from twinray.services import SERVE_CONFIG
 from twinray.services.cli.defaults import DATASET, PHANTOM_GENERATOR, PRODUCT_SPLITS, PRODUCTS, SPLITS
-from twinray.services.cli.reports import print_defect_report, print_json, print_segmentation_report, print_twin_report
+from twinray.services.cli.reports import (
+    print_defect_report,
+    print_detection_report,
+    print_json,
+    print_segmentation_report,
+    print_twin_report,
+)
 from twinray.shared.platform.config import Settings
 from twinray.shared.platform.errors import InvalidInput, TwinRayError
 
@@ -45,6 +51,25 @@ def _data_residuals(args: argparse.Namespace, settings: Settings) -> None:
     counts = ", ".join(f"{entry['count']} {split}" for split, entry in manifest["splits"].items())
     made_by = f"{manifest['model']['name']} v{manifest['model']['version']}"
     print(f"residuals {manifest['name']!r} of {args.dataset!r} by {made_by} ({counts}): use --residuals {manifest['name']}")
+
+
+def _data_synthetic(args: argparse.Namespace, settings: Settings) -> None:
+    from twinray.shared.synthesis.synthetic_abnormal import write_synthetic_abnormal
+
+    manifest = write_synthetic_abnormal(
+        settings,
+        dataset=args.dataset,
+        count=args.count,
+        seed=args.seed,
+        model=args.model,
+        model_version=args.version,
+        name=args.name,
+    )
+    made_by = f"{manifest['model']['name']} v{manifest['model']['version']}"
+    print(
+        f"synthetic abnormal {manifest['name']!r} ({manifest['count']} images from {args.dataset!r}/train by {made_by}): "
+        f"use --synthetic {manifest['name']} --synthetic-count N"
+    )
 
 
 def _data_products(args: argparse.Namespace, settings: Settings) -> None:
@@ -128,6 +153,29 @@ def _eval_normal_synthesis(args: argparse.Namespace, settings: Settings) -> None
         print_json(report)
     else:
         print_twin_report(report)
+
+
+def _eval_detection(args: argparse.Namespace, settings: Settings) -> None:
+    from twinray.training.detection_benchmark import DetectionBudget, run_detection_benchmark
+
+    if args.seeds < 1:
+        raise InvalidInput(f"--seeds must be at least 1, got {args.seeds}")
+    given = {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr, "synthetic_shares": args.shares}
+    budget = DetectionBudget(**{name: value for name, value in given.items() if value is not None})
+    report = run_detection_benchmark(
+        settings,
+        dataset=args.dataset,
+        seeds=range(args.seeds),
+        budget=budget,
+        device=args.device,
+        split=args.split,
+        figure=Path(args.figure) if args.figure else None,
+        jobs=args.jobs,
+    )
+    if args.json:
+        print_json(report)
+    else:
+        print_detection_report(report)
 
 
 def _eval_defect_augmentation(args: argparse.Namespace, settings: Settings) -> None:
@@ -222,6 +270,25 @@ def _client_synthesize(args: argparse.Namespace, settings: Settings) -> None:
         print(f"residual (max |input - twin| {np.abs(residual).max():.4f}) -> {out}")
 
 
+def _client_detect(args: argparse.Namespace, settings: Settings) -> None:
+    from twinray.services.common.client import image_message
+    from twinray.services.detection.client import boxes_png, detect
+
+    spacing = tuple(args.spacing) if args.spacing else None
+    with grpc.insecure_channel(args.address or f"localhost:{settings.grpc_port}") as channel:
+        response = detect(channel, image_message(Path(args.image), spacing), version=args.version, min_score=args.min_score)
+    models = ", ".join(f"{m.name} v{m.version}" for m in response.provenance.models)
+    size = f"{response.width}x{response.height}"
+    print(f"{len(response.lesions)} lesion(s) scoring >= {response.min_score:.3f} in {size} ({models})")
+    for lesion in response.lesions:
+        box, width_mm, height_mm = lesion.box, lesion.x_max_mm - lesion.x_min_mm, lesion.y_max_mm - lesion.y_min_mm
+        mm = f"  ({width_mm:.0f} x {height_mm:.0f} mm)" if lesion.spacing_known else ""
+        print(f"  {box.label:<13} {box.score:.3f}  x {box.x_min:.0f}-{box.x_max:.0f}  y {box.y_min:.0f}-{box.y_max:.0f}{mm}")
+    if args.out:
+        Path(args.out).write_bytes(boxes_png(Path(args.image).read_bytes(), response.lesions))
+        print(f"boxes drawn -> {args.out}")
+
+
 def _demo(args: argparse.Namespace, settings: Settings) -> None:
     from twinray.services.cli.demo import run_demo
 
@@ -285,6 +352,14 @@ def build_parser(*, train_models: bool = True) -> argparse.ArgumentParser:
     residuals.add_argument("--dataset", default=DATASET)
     residuals.add_argument("--name", default="", help="default: <dataset>-residuals-<model>-v<version>")
     residuals.set_defaults(func=_data_residuals)
+    synthetic = data.add_parser("synthetic", help="normal training images with real lesions carried in, boxes by construction")
+    synthetic.add_argument("--dataset", default=DATASET)
+    synthetic.add_argument("--count", type=int, required=True, help="synthetic images to write")
+    synthetic.add_argument("--seed", type=int, default=0)
+    synthetic.add_argument("--model", default="normal-synthesis", choices=("normal-synthesis", "matching-pairs"), help="the twin")
+    synthetic.add_argument("--version", default="latest", help="the twin model's version")
+    synthetic.add_argument("--name", default="", help="default: <dataset>-synthetic-<model>-v<version>-seed<seed>-n<count>")
+    synthetic.set_defaults(func=_data_synthetic)
     products = data.add_parser("products", help="product surfaces, and real-like defects with exact masks")
     products.add_argument("--name", default=PRODUCTS)
     products.add_argument("--category", default="metal", help="brick, grass, gravel, metal, fabric or plastic")
@@ -334,6 +409,24 @@ def build_parser(*, train_models: bool = True) -> argparse.ArgumentParser:
         synth_eval.add_argument(f"--{model}-epochs", type=int, default=8, help=f"{model} epochs, {when} (with --seeds)")
     synth_eval.set_defaults(func=_eval_normal_synthesis)
 
+    detection_eval = evaluate.add_parser(
+        "detection", help="the detector ablation: baseline, anatomy, concat (CycleGAN / twin residual), attention, + synthetic"
+    )
+    detection_eval.add_argument("--dataset", default=DATASET)
+    detection_eval.add_argument("--split", default="test")
+    detection_eval.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 of every learned row")
+    detection_eval.add_argument("--epochs", type=int, help="epochs of every learned row (default 12)")
+    detection_eval.add_argument("--batch-size", type=int, help="default 8")
+    detection_eval.add_argument("--lr", type=float, help="default 1e-3")
+    detection_eval.add_argument(
+        "--shares", type=float, nargs="+", help="synthetic images per real training image, chosen on val (default 0.5 1)"
+    )
+    detection_eval.add_argument("--device", default="cpu", help="where the detectors train (cpu, cuda)")
+    detection_eval.add_argument("--jobs", type=int, default=1, help="detectors fitted at once, in worker processes")
+    detection_eval.add_argument("--figure", help="PNG path: test cases with true and predicted boxes, residuals and attention")
+    detection_eval.add_argument("--json", action="store_true", help="print the report as one JSON object, on the last line")
+    detection_eval.set_defaults(func=_eval_detection)
+
     up = sub.add_parser("up", help="start Ray + Serve and deploy the services")
     up.add_argument("--config", default=str(SERVE_CONFIG))
     up.set_defaults(func=_up)
@@ -350,6 +443,12 @@ def build_parser(*, train_models: bool = True) -> argparse.ArgumentParser:
     synth_client.add_argument("--out-residual", default="", help="residual: .npy (float32, input - twin) or a PNG heat map")
     synth_client.add_argument("--anatomy", default="", help="anatomy label PNG of the image (default: segmented by the service)")
     synth_client.set_defaults(func=_client_synthesize)
+
+    detect_client = _client_parser(client, "detect", "Detection/Detect")
+    detect_client.add_argument("--out", default="", help="PNG to write: the image with the boxes drawn")
+    detect_client.add_argument("--min-score", type=float, help="default: the detector's threshold, chosen on val")
+    detect_client.add_argument("--spacing", type=float, nargs=2, metavar=("ROW_MM", "COL_MM"))
+    detect_client.set_defaults(func=_client_detect)
 
     demo = sub.add_parser("demo", help="phantoms -> train -> serve -> call over gRPC -> figure")
     demo.set_defaults(func=_demo)

@@ -7,6 +7,7 @@ import json
 from collections.abc import Sequence
 
 DEFECT_METRICS = ("iou", "pixel_auroc", "iou_gain", "kid", "feature_distance")  # the defect table's columns
+DETECTION_METRICS = ("rsna_score", "map", "ap40", "ap50", "ap60")  # the original work's table, and the challenge's score
 TWIN_METRICS = ("auprc_in_lung", "auroc_in_lung", "lesion_recall", "false_change_in_lung", "identity_change", "ssim", "auprc")
 
 
@@ -87,3 +88,18 @@ def print_defect_report(report: dict) -> None:
     )
     shares = ", ".join(f"{row} {chosen['share']:g}" for row, chosen in protocol["selection"]["rows"].items())
     print(f"  batch share chosen on the val splits: {shares}")
+
+
+def print_detection_report(report: dict) -> None:
+    """`twinray eval detection`: the ablation table, then mAP per pathology, then what val chose."""
+    protocol = report["protocol"]
+    scored = protocol["splits"]["scored"]
+    print_table(
+        f"lesion detection on {scored['dataset']}/{scored['split']} ({scored['images']} images; mean +- sd over seeds "
+        f"{protocol['seeds']}; {protocol['budget']['epochs']} epochs a row)",
+        report,
+        DETECTION_METRICS,
+    )
+    per_class = [metric for metric in report["rows"]["baseline"] if metric.startswith("map/")]
+    print_table("mAP per pathology (a predicted box counts for its predicted class)", report, per_class)
+    print(f"  selection: {protocol['selection']}")

@@ -9,24 +9,11 @@ from typing import Any
 from ray import serve
 
 from twinray.services.common.errors import grpc_method
-from twinray.services.common.internal_call import InternalCall, remote_cause
+from twinray.services.common.internal_call import call_app
 from twinray.services.normal_synthesis.servicer import NormalSynthesisServicer
 from twinray.shared.platform.config import Settings
-from twinray.shared.platform.errors import TwinRayError, Unavailable
 from twinray.shared.platform.telemetry import configure_tracing
-from twinray.v1 import normal_synthesis_pb2, segmentation_pb2
-
-
-async def call_segmentation(app: str, request: segmentation_pb2.SegmentRequest) -> segmentation_pb2.SegmentResponse:
-    """Segmentation/Segment of Serve application `app` through a deployment handle. Its own verdicts
-    (bad image, unknown version, ...) come back as they are; a missing app or dead replica is UNAVAILABLE."""
-    try:
-        handle = serve.get_deployment_handle("Segmentation", app_name=app)
-        return await handle.Segment.remote(request, InternalCall.from_current_span())
-    except TwinRayError as error:
-        raise remote_cause(error) from None
-    except Exception as error:  # noqa: BLE001 - app missing, replica dead, ...
-        raise Unavailable(f"segmentation service {app!r} is unavailable: {type(error).__name__}") from None
+from twinray.v1 import normal_synthesis_pb2
 
 
 @serve.deployment(name="NormalSynthesis", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=8)
@@ -46,7 +33,7 @@ class NormalSynthesisDeployment:
     async def Synthesize(
         self, request: normal_synthesis_pb2.SynthesizeRequest, grpc_context: Any
     ) -> normal_synthesis_pb2.SynthesizeResponse:
-        segment = functools.partial(call_segmentation, self.segmentation_app)
+        segment = functools.partial(call_app, "Segmentation", "Segment", self.segmentation_app)
         return await self.servicer.synthesize(request, grpc_context.invocation_metadata(), segment)
 
 

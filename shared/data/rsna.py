@@ -213,3 +213,12 @@ class RsnaDataset:
 
     def __repr__(self) -> str:
         return f"RsnaDataset({str(self.root)!r}: {len(self)} images, {len(self.missing_images)} labelled without a DICOM)"
+
+
+def rsna_split(root: str | os.PathLike[str], split: str, size: int | None = None) -> RsnaDataset:
+    """The patients of `root` that `rsna_splits` (default fractions and seed) puts in `split` and that have a DICOM.
+
+    The split is fixed whatever a run's seed, so every seed of a headline is scored on the same test patients."""
+    if split not in SPLITS:
+        raise InvalidInput(f"split {split!r} is not one of {', '.join(SPLITS)}")
+    return RsnaDataset(root, rsna_splits(read_rsna_labels(Path(root) / LABELS_FILE))[split], size=size)

@@ -149,3 +149,21 @@ def detection_metrics(images: Sequence[ImageBoxes]) -> dict[str, float]:
         "ap60": ap[0.60],
         "map": sum(ap.values()) / len(ap),
     }
+
+
+LabelledImageBoxes = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def per_class_map(images: Sequence[LabelledImageBoxes], classes: Sequence[str]) -> dict[str, float]:
+    """`map/<class>` for every class: AP averaged over IOU_THRESHOLDS of that class's predictions
+    against that class's true boxes, over (pred_boxes, pred_scores, pred_labels, true_boxes,
+    true_labels) images, a label being an index into `classes` (NaN for a class with no true box)."""
+    out = {}
+    for index, name in enumerate(classes):
+        of_class = [
+            (pred_boxes[pred_labels == index], pred_scores[pred_labels == index], true_boxes[true_labels == index])
+            for pred_boxes, pred_scores, pred_labels, true_boxes, true_labels in images
+        ]
+        ap = [average_precision(of_class, threshold) for threshold in IOU_THRESHOLDS]
+        out[f"map/{name}"] = sum(ap) / len(ap)
+    return out

@@ -107,6 +107,14 @@ class ModelRegistry:
             raise NotFound(f"no published version of model '{name}'; train it with `twinray train {name}`")
         return versions[-1]
 
+    def latest_trained_on(self, name: str, dataset: str) -> int | None:
+        """The latest version of `name` whose training.json names `dataset`, or None: a model trained on
+        other data (an earlier release's phantoms, say) is never picked up for this one."""
+        for version in reversed(self.versions(name)):
+            if json.loads(self.read_file(name, version, "training.json")).get("dataset") == dataset:
+                return version
+        return None
+
     def resolve(self, name: str, version: str | int | None) -> int:
         """None, "" or "latest" -> the latest version; otherwise that published version (NotFound if absent)."""
         if version is None or (isinstance(version, str) and version.strip().lower() in ("", "latest")):

@@ -100,12 +100,14 @@ def test_bad_requests_get_a_precise_status_and_one_line(channel, case):
 
 
 def test_a_missing_segmentation_app_is_unavailable(channel):
-    from twinray.services.normal_synthesis.deployment import call_segmentation
+    from twinray.services.common.internal_call import call_app
 
     request = segmentation_pb2.SegmentRequest(image=common_pb2.Image(png=_png(64)))
-    assert asyncio.run(call_segmentation("segmentation", request)).label_map.height == 64  # the real app answers
-    with pytest.raises(Unavailable, match="segmentation service 'no-such-app' is unavailable"):
-        asyncio.run(call_segmentation("no-such-app", request))
+    assert (
+        asyncio.run(call_app("Segmentation", "Segment", "segmentation", request)).label_map.height == 64
+    )  # the real app answers
+    with pytest.raises(Unavailable, match="Segmentation service 'no-such-app' is unavailable"):
+        asyncio.run(call_app("Segmentation", "Segment", "no-such-app", request))
 
 
 def test_cli_client_writes_twin_and_residual(channel, twinray_settings, tmp_path, capsys):

@@ -9,6 +9,7 @@ from twinray.shared.evaluation.detection_metrics import (
     average_precision,
     best_threshold_rsna,
     detection_metrics,
+    per_class_map,
     rsna_image_score,
     rsna_score,
 )
@@ -168,3 +169,17 @@ def test_the_rsna_score_is_read_at_the_confidence_threshold_best_on_these_images
     empty = (boxes(FAR), scores(0.4), NONE)
     score, threshold = best_threshold_rsna([empty], thresholds=(0.5, 0.6))
     assert math.isnan(score) and threshold == 0.5
+
+
+def labels(*values: int) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.int64)
+
+
+def test_per_class_map_scores_each_class_against_its_own_boxes():
+    # Class 0: its one true box is found first (AP 1 at every IoU). Class 1: a true box of class 1 is
+    # predicted as class 0 (no class-1 hit), and the class-1 prediction lands far away: AP 0.
+    # Class 2 has no true box: NaN.
+    image = (boxes(SQUARE, SQUARE, FAR), scores(0.9, 0.8, 0.7), labels(0, 0, 1), boxes(SQUARE, (20, 20, 30, 30)), labels(0, 1))
+    out = per_class_map([image], ["a", "b", "c"])
+    assert out["map/a"] == 1.0 and out["map/b"] == 0.0 and math.isnan(out["map/c"])
+    assert list(out) == ["map/a", "map/b", "map/c"]

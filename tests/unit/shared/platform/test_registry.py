@@ -70,6 +70,14 @@ def test_resolve(store):
         registry.resolve("seg", 7)
 
 
+def test_latest_trained_on_reads_the_dataset_of_each_version(store):
+    registry = ModelRegistry(store)
+    for dataset in ("a", "b", "a", "c"):
+        registry.publish("seg", weights=b"w", config={}, metrics={}, training={"dataset": dataset}, card="")
+    assert [registry.latest_trained_on("seg", d) for d in ("a", "b", "c", "d")] == [3, 2, 4, None]
+    assert registry.latest_trained_on("nothing", "a") is None
+
+
 def test_unknown_model(store):
     registry = ModelRegistry(store)
     assert registry.versions("nothing") == []

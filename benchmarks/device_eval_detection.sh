@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# `twinray eval detection` on a GPU machine that has PyTorch but neither Ray nor this project
+# installed (the team's lent H200): the package is imported from this checkout, wheels the machine
+# lacks come from .whl/ (pydicom, monai), the phantoms are rendered there, and the published tools (the
+# segmenter, translator and generator of a store's models/ folder) are copied in. The ablation fits
+# its detectors in-process, so nothing else is needed. Writes the JSON report, the table and the
+# figures to OUT.
+#
+# Usage, from the repository root:  bash benchmarks/device_eval_detection.sh MODELS OUT [EVAL ARGS...]
+#   MODELS: a copy of <store>/<bucket>/models holding segmentation, matching-pairs, normal-synthesis
+#   EVAL ARGS: of `twinray eval detection` (default: --seeds 3 --device cuda)
+set -euo pipefail
+models=$(realpath "$1") out=$(realpath "$2")
+shift 2
+[ $# -gt 0 ] || set -- --seeds 3 --device cuda
+site=$(mktemp -d)
+mkdir -p "$site/twinray"
+ln -s "$PWD/shared" "$site/twinray/shared"
+ln -s "$PWD/training" "$site/twinray/training"
+ln -s "$PWD/services" "$site/twinray/services"
+if compgen -G ".whl/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" .whl/*.whl
+fi
+export PYTHONPATH="$site" PYTHONUNBUFFERED=1 TWINRAY_HOME
+TWINRAY_HOME=$(mktemp -d)
+mkdir -p "$TWINRAY_HOME/store/twinray"
+cp -r "$models" "$TWINRAY_HOME/store/twinray/models"
+twinray() { python3 -m twinray.services.cli.main "$@"; }
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+twinray data phantoms
+started=$(date +%s)
+twinray eval detection "$@" --figure "$out/detection_ablation.png" --json | tee "$out/detection_ablation.log"
+tail -n 1 "$out/detection_ablation.log" >"$out/detection_ablation.json"
+python3 - "$out/detection_ablation.json" <<'EOF' | tee "$out/detection_ablation.md"
+import json, sys
+from twinray.services.cli.reports import print_detection_report
+print_detection_report(json.load(open(sys.argv[1])))
+EOF
+echo "ablation wall time: $(( $(date +%s) - started )) s"
