@@ -25,6 +25,7 @@ def test_the_count_is_required_and_the_twin_defaults_to_the_generator():
 
 def test_a_missing_twin_model_is_one_line_on_stderr(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TWINRAY_HOME", str(tmp_path))
+    monkeypatch.setenv("TWINRAY_STORE_ROOT", str(tmp_path / "store"))  # the session's store may be exported
     assert main(["data", "synthetic", "--count", "3", "--model", "matching-pairs"]) != 0
     err = capsys.readouterr().err.strip()
     assert "matching-pairs" in err and "\n" not in err
