@@ -9,6 +9,9 @@
 # Usage, from the repository root:  bash benchmarks/device_eval_detection.sh MODELS OUT [EVAL ARGS...]
 #   MODELS: a copy of <store>/<bucket>/models holding segmentation, matching-pairs, normal-synthesis
 #   EVAL ARGS: of `twinray eval detection` (default: --seeds 3 --device cuda)
+# The wheels (pure Python; .whl/ is git-ignored), fetched here before the run:
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --platform any -d .whl \
+#       pydicom==3.0.2 monai==1.6.1
 set -euo pipefail
 models=$(realpath "$1") out=$(realpath "$2")
 shift 2
