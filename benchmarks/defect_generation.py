@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import publish_untrained, scratch_settings
+from benchmarks.common import publish_untrained, ratio, scratch_settings
 from benchmarks.report import machine, write_report
 from twinray.shared.data.products.dataset import render_sample, write_product_dataset
 from twinray.shared.data.products.defects import DEFECT_KINDS
@@ -255,10 +255,6 @@ def dataset_job_throughput(args: argparse.Namespace) -> dict[str, dict[str, Any]
             stats["cpu_s_per_sample"] = stats["peak_memory_mb"] = "-"  # the replica's, not the client's
         results[path] = {**stats, "steps_timed": args.ddim_steps}
     return results
-
-
-def ratio(numerator: float, denominator: float) -> float:
-    return float(f"{numerator / denominator:.3g}")
 
 
 def sampling_ratios(results: dict[str, dict[str, Any]], size: int, measure: str = "s_per_sample") -> dict[str, float]:
