@@ -30,7 +30,7 @@ import torch
 from twinray.shared.data.phantoms.dataset import read_phantom_manifest
 from twinray.shared.data.phantoms.pathologies import PATHOLOGIES
 from twinray.shared.evaluation.detection_figures import DetectionCase, attention_figure, detection_figure
-from twinray.shared.evaluation.detection_metrics import detection_metrics, rsna_score
+from twinray.shared.evaluation.detection_metrics import detection_metrics, kept_at, rsna_score
 from twinray.shared.evaluation.report import evaluation_report, over_runs
 from twinray.shared.evaluation.residual_boxes import choose_on_val, residual_boxes
 from twinray.shared.models.detection.network import DetectorConfig, detect
@@ -233,9 +233,7 @@ def _heuristic_scores(data: DetectionSplit, chosen: dict[str, float]) -> dict[st
     """The residual_boxes row on the scored split, at the settings chosen on val."""
     found = residual_boxes(data.residual[:, 0].float().numpy(), chosen["threshold"], int(chosen["min_pixels"]))
     images = [(boxes, scores, t["boxes"]) for (boxes, scores), t in zip(found, data.targets)]
-    confidence = chosen["score_threshold"]
-    kept = [(boxes[scores >= confidence], scores[scores >= confidence], truth) for boxes, scores, truth in images]
-    return {**detection_metrics(images), "rsna_score": rsna_score(kept)}
+    return {**detection_metrics(images), "rsna_score": rsna_score(kept_at(images, chosen["score_threshold"]))}
 
 
 def _protocol(ablation: Ablation, seeds: Sequence[int], data: dict[str, DetectionSplit], chosen: dict) -> dict:
@@ -253,7 +251,7 @@ def _protocol(ablation: Ablation, seeds: Sequence[int], data: dict[str, Detectio
         "seeds": list(seeds),
         "budget": {**dataclasses.asdict(budget), "detector": ablation.model.to_dict(), "device": ablation.device},
         "selection": "val RSNA score (real data has boxes on val); the scored split once per seed; nothing and residual_boxes learn nothing: one run (n = 1)",
-        "models": {**tools.versions},
+        "models": dict(tools.versions),
         "residuals": tools.residuals,
         "synthetic": tools.synthetic,
         "chosen": chosen,

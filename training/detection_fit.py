@@ -16,7 +16,13 @@ from torch.utils.data import DataLoader
 
 from twinray.shared.data.dataset_io import derived_seed
 from twinray.shared.data.phantoms.pathologies import PATHOLOGIES
-from twinray.shared.evaluation.detection_metrics import best_threshold_rsna, detection_metrics, per_class_map, rsna_score
+from twinray.shared.evaluation.detection_metrics import (
+    best_threshold_rsna,
+    detection_metrics,
+    kept_at,
+    per_class_map,
+    rsna_score,
+)
 from twinray.shared.models.detection.network import DetectorConfig, LesionDetector, detect
 from twinray.training.autocast import autocast
 from twinray.training.detection_data import DetectionSplit, DetectionTrainConfig
@@ -71,9 +77,12 @@ def score_split(model: LesionDetector, data: DetectionSplit, device: torch.devic
     IoU 0.4 / 0.5 / 0.6 (class-agnostic) and `map/<pathology>` (a box counts for its predicted class)."""
     predictions = _predictions(model, data, device)
     images = [(p["boxes"], p["scores"], t["boxes"]) for p, t in zip(predictions, data.targets)]
-    kept = [(boxes[scores >= threshold], scores[scores >= threshold], truth) for boxes, scores, truth in images]
     labelled = [(p["boxes"], p["scores"], p["labels"], t["boxes"], t["labels"]) for p, t in zip(predictions, data.targets)]
-    return {**detection_metrics(images), "rsna_score": rsna_score(kept), **per_class_map(labelled, PATHOLOGIES)}
+    return {
+        **detection_metrics(images),
+        "rsna_score": rsna_score(kept_at(images, threshold)),
+        **per_class_map(labelled, PATHOLOGIES),
+    }
 
 
 @dataclasses.dataclass(frozen=True)

@@ -103,6 +103,11 @@ def rsna_score(images: Sequence[ImageBoxes]) -> float:
     return sum(kept) / len(kept) if kept else math.nan
 
 
+def kept_at(images: Sequence[ImageBoxes], threshold: float) -> list[ImageBoxes]:
+    """The images with only their predictions of confidence >= `threshold`."""
+    return [(boxes[scores >= threshold], scores[scores >= threshold], truth) for boxes, scores, truth in images]
+
+
 def best_threshold_rsna(images: Sequence[ImageBoxes], thresholds: Sequence[float] = CONFIDENCE_THRESHOLDS) -> tuple[float, float]:
     """The best `rsna_score` of the images' predictions kept at confidence >= t over `thresholds`, and
     that t (the lowest, on a tie). The challenge's score punishes every false box, so a detector is
@@ -110,8 +115,7 @@ def best_threshold_rsna(images: Sequence[ImageBoxes], thresholds: Sequence[float
     checked = _checked_images(images)
     best = (math.nan, thresholds[0])
     for threshold in thresholds:
-        kept = [(boxes[scores >= threshold], scores[scores >= threshold], truth) for boxes, scores, truth in checked]
-        score = rsna_score(kept)
+        score = rsna_score(kept_at(checked, threshold))
         if not math.isnan(score) and (math.isnan(best[0]) or score > best[0]):
             best = (score, threshold)
     return best
