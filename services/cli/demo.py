@@ -1,6 +1,7 @@
 """`make demo`: phantoms -> Ray Train (segmenter, matching-pairs translator, anatomy-conditioned twin
-generator) -> registry -> Ray Serve -> gRPC calls -> figures and held-out scores; then the factory
-half (services/cli/demo_defects.py): product surfaces -> the two defect generators -> defect galleries.
+generator, residual-attention detector: services/cli/demo_detection.py) -> registry -> Ray Serve ->
+gRPC calls -> figures and held-out scores; then the factory half (services/cli/demo_defects.py):
+product surfaces -> the two defect generators -> defect galleries.
 
 Runs on the embedded default (local Ray, local artifact store) in minutes on 2 CPU cores, and reuses
 the dataset, the pseudo-pairs and every published model that already exists.
@@ -17,7 +18,9 @@ from tqdm import tqdm
 
 from twinray.services.cli.defaults import DATASET, PHANTOM_GENERATOR, SPLITS
 from twinray.services.cli.demo_defects import REAL_DEFECTS, defect_galleries, train_defect_models
+from twinray.services.cli.demo_detection import DETECTOR, detection_cases, train_detector
 from twinray.services.cli.figures import segmentation_figure, twin_figure
+from twinray.services.cli.phantom_image import phantom_image
 from twinray.services.cli.reports import print_segmentation_report, print_twin_report
 from twinray.services.cli.up import deploy
 from twinray.services.normal_synthesis.client import synthesize
@@ -28,16 +31,15 @@ from twinray.shared.evaluation.normal_synthesis import evaluate_published as eva
 from twinray.shared.evaluation.normal_synthesis import one_case_per_pathology
 from twinray.shared.evaluation.segmentation import evaluate_published as evaluate_segmentation
 from twinray.shared.platform.config import Settings
-from twinray.shared.platform.imaging import decode_label_png, decode_png, encode_float01_png16
+from twinray.shared.platform.imaging import decode_label_png, decode_png
 from twinray.shared.platform.imaging.unit_range import to_unit
 from twinray.shared.platform.registry import ModelRegistry
 from twinray.shared.platform.storage import ArtifactStore, open_store
 from twinray.shared.synthesis.pseudo_pairs import write_pseudo_pairs
 from twinray.training import matching_pairs, normal_synthesis, segmentation
-from twinray.v1 import common_pb2
 
 DEMO_CASES = 4
-STEPS = 10
+STEPS = 12
 
 
 def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -65,15 +67,10 @@ def _published_or_trained(registry: ModelRegistry, name: str, dataset: str, trai
     return version
 
 
-def _image_message(test: PhantomArrays, index: int) -> common_pb2.Image:
-    spacing = common_pb2.PixelSpacing(row_mm=test.spacing_mm, col_mm=test.spacing_mm)
-    return common_pb2.Image(png=encode_float01_png16(to_unit(test.image[index], np.float64)), spacing=spacing)
-
-
 def _segmentation_cases(channel: grpc.Channel, test: PhantomArrays, out_dir: Path, store: ArtifactStore) -> Path:
     cases = []
     for i in tqdm(range(DEMO_CASES), desc="gRPC Segment", unit="image"):
-        response = segment(channel, _image_message(test, i))
+        response = segment(channel, phantom_image(test, i))
         pred = decode_label_png(response.label_map.png)
         cases.append((to_unit(test.image[i], np.float64), test.anatomy[i], pred, _dice(pred, test.anatomy[i])))
     served = response.provenance.models[0]
@@ -88,7 +85,7 @@ def _segmentation_cases(channel: grpc.Channel, test: PhantomArrays, out_dir: Pat
 def _twin_cases(channel: grpc.Channel, test: PhantomArrays, out_dir: Path, store: ArtifactStore) -> Path:
     cases = []
     for title, i in tqdm(one_case_per_pathology(test), desc="gRPC Synthesize", unit="image"):
-        response = synthesize(channel, _image_message(test, i))
+        response = synthesize(channel, phantom_image(test, i))
         residual = np.frombuffer(response.residual.data, "<f4").reshape(tuple(response.residual.shape))
         mask = test.lesion_mask[i]
         energy = np.square(residual)
@@ -147,23 +144,30 @@ def run_demo(settings: Settings) -> None:
         ).version,
     )
 
-    _step(5, f"product surfaces with {REAL_DEFECTS} real defects: mask DDPM, normal-manifold DDPM, defect encoder (Ray Train)")
+    _step(5, "residual-saliency detector: RetinaNet whose pyramid the twin residual gates (Ray Train)")
+    detector_version = train_detector(settings, store, twin_version, DATASET)
+    _step(6, f"product surfaces with {REAL_DEFECTS} real defects: mask DDPM, normal-manifold DDPM, defect encoder (Ray Train)")
     defect_versions = train_defect_models(settings, store, _published_or_trained)
 
-    _step(6, f"starting Ray Serve with gRPC ingress on port {settings.grpc_port}")
+    _step(7, f"starting Ray Serve with gRPC ingress on port {settings.grpc_port}")
     deploy(settings)
     test = read_phantom_split(store, DATASET, "test")
     out_dir = settings.home / "demo"
     out_dir.mkdir(parents=True, exist_ok=True)
     with grpc.insecure_channel(f"localhost:{settings.grpc_port}") as channel:
-        _step(7, f"Segmentation/Segment over gRPC on {DEMO_CASES} held-out phantoms")
+        _step(8, f"Segmentation/Segment over gRPC on {DEMO_CASES} held-out phantoms")
         seg_figure = _segmentation_cases(channel, test, out_dir, store)
-        _step(8, "NormalSynthesis/Synthesize over gRPC on a held-out phantom of each pathology class")
+        _step(9, "NormalSynthesis/Synthesize over gRPC on a held-out phantom of each pathology class")
         twin_figure_path = _twin_cases(channel, test, out_dir, store)
-        _step(9, "DefectGeneration/Synthesize over gRPC, mask_blend and conditioned_ddpm, on held-out normal parts")
+        _step(
+            10,
+            "Detection/Detect over gRPC (composing NormalSynthesis and Segmentation) on a held-out phantom of each pathology class",
+        )
+        detection_figures = detection_cases(channel, store, out_dir, DATASET, detector_version)
+        _step(11, "DefectGeneration/Synthesize over gRPC, mask_blend and conditioned_ddpm, on held-out normal parts")
         defect_figures = defect_galleries(channel, store, out_dir)
 
-    _step(10, "evaluating on the whole held-out test split")
+    _step(12, "evaluating on the whole held-out test split")
     print_segmentation_report(evaluate_segmentation(settings, version=str(seg_version), dataset=DATASET))
     print_twin_report(evaluate_normal_synthesis(settings, version=str(twin_version), dataset=DATASET))
     print("\nartifacts:")
@@ -172,10 +176,11 @@ def run_demo(settings: Settings) -> None:
         (segmentation.MODEL_NAME, seg_version),
         (matching_pairs.MODEL_NAME, translator_version),
         (normal_synthesis.MODEL_NAME, twin_version),
+        (DETECTOR, detector_version),
         *defect_versions.items(),
     ):
         print(f"  model     {store.uri(f'models/{name}/{version}/manifest.json')}")
     print(f"  checkpts  {store.uri('checkpoints')}")
-    figures = ", ".join(str(path) for path in (seg_figure, twin_figure_path, *defect_figures))
+    figures = ", ".join(str(path) for path in (seg_figure, twin_figure_path, *detection_figures, *defect_figures))
     print(f"  figures   {figures}  (also in {store.uri('reports/demo')})")
     print("\ndoes synthetic data help a defect segmenter? `twinray eval defect-augmentation` (k = 5 and 20 real defects)")

@@ -14,6 +14,10 @@ import grpc
 
 from twinray.services import SERVE_CONFIG
 from twinray.services.cli.defaults import DATASET, PHANTOM_GENERATOR, PRODUCT_SPLITS, PRODUCTS, SPLITS
+from twinray.services.cli.export_triton import add_export_parser
+from twinray.services.cli.k8s_follow import add_follow_parser, submit
+from twinray.services.cli.k8s_scale import add_scale_parser
+from twinray.services.cli.k8s_train import add_k8s_train_options, check_local
 from twinray.services.cli.reports import (
     print_defect_report,
     print_detection_report,
@@ -40,7 +44,9 @@ def _data_phantoms(args: argparse.Namespace, settings: Settings) -> None:
 
     store = open_store(settings)
     splits = {"train": args.train, "val": args.val, "test": args.test}
-    write_phantom_dataset(store, args.name, size=args.size, splits=splits, seed=args.seed, generator=args.generator)
+    write_phantom_dataset(
+        store, args.name, size=args.size, splits=splits, seed=args.seed, generator=args.generator, workers=args.workers
+    )
     print(f"dataset {args.name!r}: {store.uri(f'datasets/{args.name}/manifest.json')}")
 
 
@@ -171,6 +177,7 @@ def _eval_detection(args: argparse.Namespace, settings: Settings) -> None:
         split=args.split,
         figure=Path(args.figure) if args.figure else None,
         jobs=args.jobs,
+        tools_dataset=args.tools_dataset,
     )
     if args.json:
         print_json(report)
@@ -207,7 +214,8 @@ def _up(args: argparse.Namespace, settings: Settings) -> None:
 
     config = deploy(settings, Path(args.config))
     names = ", ".join(app["name"] for app in config["applications"])
-    print(f"serving {names} over gRPC on port {settings.grpc_port} (Ctrl-C to stop)", flush=True)
+    tls = f", TLS on port {settings.tls_port} (plaintext: health only)" if settings.tls_cert_file else ""
+    print(f"serving {names} over gRPC on port {settings.grpc_port}{tls} (Ctrl-C to stop)", flush=True)
     try:
         while True:
             time.sleep(3600)
@@ -216,12 +224,12 @@ def _up(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _client_segment(args: argparse.Namespace, settings: Settings) -> None:
-    from twinray.services.common.client import image_message
+    from twinray.services.common.client import client_channel, image_message
     from twinray.services.segmentation.client import segment
     from twinray.shared.platform.imaging import decode_label_png, encode_png_u8
 
     spacing = tuple(args.spacing) if args.spacing else None
-    with grpc.insecure_channel(args.address or f"localhost:{settings.grpc_port}") as channel:
+    with client_channel(settings, args.address, token=args.token, tls_ca_file=args.tls_ca) as channel:
         response = segment(channel, image_message(Path(args.image), spacing), version=args.version)
     labels = decode_label_png(response.label_map.png)
     scale = 255 // max(1, len(response.label_map.classes) - 1)
@@ -251,11 +259,11 @@ def _residual_heat_map_png(residual: np.ndarray) -> bytes:
 def _client_synthesize(args: argparse.Namespace, settings: Settings) -> None:
     import numpy as np
 
-    from twinray.services.common.client import image_message
+    from twinray.services.common.client import client_channel, image_message
     from twinray.services.normal_synthesis.client import synthesize
 
     anatomy = Path(args.anatomy).read_bytes() if args.anatomy else b""
-    with grpc.insecure_channel(args.address or f"localhost:{settings.grpc_port}") as channel:
+    with client_channel(settings, args.address, token=args.token, tls_ca_file=args.tls_ca) as channel:
         response = synthesize(channel, image_message(Path(args.image)), anatomy_png=anatomy, version=args.version)
     Path(args.out_twin).write_bytes(response.twin_png)
     residual = np.frombuffer(response.residual.data, "<f4").reshape(tuple(response.residual.shape))
@@ -271,11 +279,11 @@ def _client_synthesize(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _client_detect(args: argparse.Namespace, settings: Settings) -> None:
-    from twinray.services.common.client import image_message
+    from twinray.services.common.client import client_channel, image_message
     from twinray.services.detection.client import boxes_png, detect
 
     spacing = tuple(args.spacing) if args.spacing else None
-    with grpc.insecure_channel(args.address or f"localhost:{settings.grpc_port}") as channel:
+    with client_channel(settings, args.address, token=args.token, tls_ca_file=args.tls_ca) as channel:
         response = detect(channel, image_message(Path(args.image), spacing), version=args.version, min_score=args.min_score)
     models = ", ".join(f"{m.name} v{m.version}" for m in response.provenance.models)
     size = f"{response.width}x{response.height}"
@@ -295,6 +303,19 @@ def _demo(args: argparse.Namespace, settings: Settings) -> None:
     run_demo(settings)
 
 
+def _here_or_on_k8s(local: Handler) -> Handler:
+    """`twinray train MODEL` trains here; with --k8s the same command runs on the cluster as a KubeRay RayJob."""
+
+    def handler(args: argparse.Namespace, settings: Settings) -> None:
+        if args.k8s:
+            submit(args)
+        else:
+            check_local(args)
+            local(args, settings)
+
+    return handler
+
+
 def _training_parser(train: argparse._SubParsersAction, spec: TrainSpec) -> argparse.ArgumentParser:
     parser = train.add_parser(spec.name, help=spec.help)
     parser.add_argument("--dataset", default=spec.config_class.dataset)
@@ -306,8 +327,9 @@ def _training_parser(train: argparse._SubParsersAction, spec: TrainSpec) -> argp
     parser.add_argument("--seed", type=int, default=0)
     for flag in spec.flags:
         parser.add_argument(flag.option, type=type(flag.default), default=flag.default, help=flag.help)
+    add_k8s_train_options(parser)  # after the training flags: they are what the RayJob runs
     # Training the translator also writes its pseudo-pairs, which normal synthesis trains on.
-    parser.set_defaults(func=_train_matching_pairs if spec.name == "matching-pairs" else _train)
+    parser.set_defaults(func=_here_or_on_k8s(_train_matching_pairs if spec.name == "matching-pairs" else _train))
     return parser
 
 
@@ -323,7 +345,15 @@ def _eval_parser(evaluate: argparse._SubParsersAction, name: str, description: s
 def _client_parser(client: argparse._SubParsersAction, name: str, rpc: str) -> argparse.ArgumentParser:
     parser = client.add_parser(name, help=f"{rpc} on a PNG or DICOM file")
     parser.add_argument("image")
-    parser.add_argument("--address", default="", help="host:port (default localhost:$TWINRAY_GRPC_PORT)")
+    parser.add_argument(
+        "--address", default="", help="host:port (default localhost:$TWINRAY_GRPC_PORT, with TLS $TWINRAY_TLS_PORT)"
+    )
+    parser.add_argument(
+        "--token", default="", help="bearer token (default and better: $TWINRAY_AUTH_TOKEN; a flag shows in process lists)"
+    )
+    parser.add_argument(
+        "--tls-ca", default="", help="PEM CA of the server's certificate: connect with TLS (default $TWINRAY_TLS_CA_FILE)"
+    )
     parser.add_argument("--version", default="", help="model version (default: the deployed one)")
     return parser
 
@@ -345,6 +375,9 @@ def build_parser(*, train_models: bool = True) -> argparse.ArgumentParser:
     )
     for split, count in SPLITS.items():
         phantoms.add_argument(f"--{split}", type=int, default=count, help=f"images in the {split} split")
+    phantoms.add_argument(
+        "--workers", type=int, default=1, help="processes rendering images (the dataset is the same for any count)"
+    )
     phantoms.set_defaults(func=_data_phantoms)
     residuals = data.add_parser("residuals", help="image - twin of every image of a phantom dataset, for the detector")
     residuals.add_argument("--model", default="normal-synthesis", choices=("normal-synthesis", "matching-pairs"))
@@ -414,6 +447,11 @@ def build_parser(*, train_models: bool = True) -> argparse.ArgumentParser:
     )
     detection_eval.add_argument("--dataset", default=DATASET)
     detection_eval.add_argument("--split", default="test")
+    detection_eval.add_argument(
+        "--tools-dataset",
+        default="",
+        help="where the segmenter and twin models were trained (default: --dataset); same generator and seed",
+    )
     detection_eval.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 of every learned row")
     detection_eval.add_argument("--epochs", type=int, help="epochs of every learned row (default 12)")
     detection_eval.add_argument("--batch-size", type=int, help="default 8")
@@ -449,6 +487,10 @@ def build_parser(*, train_models: bool = True) -> argparse.ArgumentParser:
     detect_client.add_argument("--min-score", type=float, help="default: the detector's threshold, chosen on val")
     detect_client.add_argument("--spacing", type=float, nargs=2, metavar=("ROW_MM", "COL_MM"))
     detect_client.set_defaults(func=_client_detect)
+
+    add_follow_parser(sub)  # twinray follow RAYJOB
+    add_scale_parser(sub)  # twinray scale APP N
+    add_export_parser(sub)  # twinray export triton
 
     demo = sub.add_parser("demo", help="phantoms -> train -> serve -> call over gRPC -> figure")
     demo.set_defaults(func=_demo)

@@ -103,3 +103,4 @@ def print_detection_report(report: dict) -> None:
     per_class = [metric for metric in report["rows"]["baseline"] if metric.startswith("map/")]
     print_table("mAP per pathology (a predicted box counts for its predicted class)", report, per_class)
     print(f"  selection: {protocol['selection']}")
+    print(f"  tools: {_models(protocol)}, trained on {protocol['models_trained_on']}")

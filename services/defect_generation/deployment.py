@@ -8,6 +8,7 @@ from typing import Any
 from ray import serve
 
 from twinray.services.common.errors import grpc_method, grpc_stream_method
+from twinray.services.common.health import Readiness
 from twinray.services.defect_generation.model_cache import ENCODER, MASKS, NORMAL
 from twinray.services.defect_generation.servicer import DefectGenerationServicer
 from twinray.shared.platform.config import Settings
@@ -25,11 +26,17 @@ class DefectGenerationDeployment:
         self.servicer = DefectGenerationServicer(
             settings, masks_version=masks_version, normal_version=normal_version, encoder_version=encoder_version
         )
+        models = self.servicer.models
+        self.readiness = Readiness(self.servicer.store, lambda: models.get(models.resolve(pb.DefectModels())))
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """`user_config: {masks_version: "3", normal_version: "2", encoder_version: "1"}` (any of them)
         switches the pinned versions without a restart; they are resolved on the next request."""
         self.servicer.models.repin({_VERSION_ARGS[arg]: str(v) for arg, v in user_config.items() if arg in _VERSION_ARGS})
+
+    async def health(self) -> bool:
+        """For grpc.health.v1 (through the health app): pinned models loaded and the store reachable."""
+        return await self.readiness.check()
 
     @grpc_method(pb.SampleMasksResponse)
     async def SampleMasks(self, request: pb.SampleMasksRequest, grpc_context: Any) -> pb.SampleMasksResponse:

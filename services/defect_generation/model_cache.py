@@ -4,9 +4,11 @@ resolved versions (a replica starts while they are not trained yet, like twinray
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import threading
 
+from twinray.services.common.model_cache import Runner
 from twinray.shared.platform.errors import InvalidInput
 from twinray.shared.platform.registry import ModelRegistry
 from twinray.shared.platform.storage.base import ArtifactStore
@@ -19,11 +21,13 @@ Versions = dict[str, str]  # model name -> resolved version; no ENCODER entry = 
 
 class GeneratorCache:
     """Serves the pinned versions (resolved once, on first use), or those a request names. The encoder
-    goes with the normal-manifold DDPM it was trained to steer (recorded in its config)."""
+    goes with the normal-manifold DDPM it was trained to steer (recorded in its config). With a
+    `runner` (Triton), the mask DDPM's UNet runs there (services/defect_generation/triton_unet.py)."""
 
-    def __init__(self, store: ArtifactStore, *, pinned: Versions, capacity: int = 2) -> None:
+    def __init__(self, store: ArtifactStore, *, pinned: Versions, capacity: int = 2, runner: Runner | None = None) -> None:
         self.store = store
         self.registry = ModelRegistry(store)
+        self.runner = runner
         self.capacity = capacity
         self._requested = dict(pinned)
         self._pinned: dict[str, str] = {}
@@ -99,6 +103,11 @@ class GeneratorCache:
         generators = load_generators(
             self.store, masks=versions[MASKS], normal=versions[NORMAL], encoder=versions.get(ENCODER, "")
         )
+        if self.runner is not None:
+            masks = int(versions[MASKS])
+            config = json.loads(self.registry.read_file(MASKS, masks, "config.json"))
+            remote = self.runner(MASKS, masks, config, self.registry.manifest(MASKS, masks)["weights_sha256"])
+            generators = dataclasses.replace(generators, mask_unet=remote)
         with self._lock:
             self._loaded[key] = generators
             while len(self._loaded) > self.capacity:

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterable
 import numpy as np
 
 from twinray.services.common.image_input import decode_image_message
+from twinray.services.common.triton_runner import triton_runner
 from twinray.services.defect_generation import dataset
 from twinray.services.defect_generation.drawing import (
     check_seed,
@@ -28,6 +29,7 @@ from twinray.services.defect_generation.drawing import (
     square_side,
 )
 from twinray.services.defect_generation.model_cache import ENCODER, MASKS, NORMAL, GeneratorCache, Versions, provenance_models
+from twinray.services.defect_generation.triton_unet import TritonUNet
 from twinray.shared.data.dataset_io import check_name, commit_manifest, manifest_key
 from twinray.shared.data.products.dataset import read_product_manifest, read_product_split
 from twinray.shared.platform.config import Settings
@@ -87,7 +89,8 @@ class DefectGenerationServicer:
     ) -> None:
         self.store = open_store(settings)
         self.limits = ImageLimits.from_settings(settings)
-        self.models = GeneratorCache(self.store, pinned={MASKS: masks_version, NORMAL: normal_version, ENCODER: encoder_version})
+        pinned = {MASKS: masks_version, NORMAL: normal_version, ENCODER: encoder_version}
+        self.models = GeneratorCache(self.store, pinned=pinned, runner=triton_runner(settings, TritonUNet))
 
     # --- SampleMasks -------------------------------------------------------------------------------
 

@@ -13,11 +13,12 @@ import torch
 from ray import serve
 
 from twinray.services.common.errors import grpc_method
+from twinray.services.common.health import Readiness
 from twinray.services.common.internal_call import call_app
 from twinray.services.detection.servicer import Detections, DetectionServicer
 from twinray.shared.platform.config import Settings
 from twinray.shared.platform.telemetry import configure_tracing
-from twinray.v1 import detection_pb2
+from twinray.v1 import common_pb2, detection_pb2
 
 
 @serve.deployment(name="Detection", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=16)
@@ -33,6 +34,7 @@ class DetectionDeployment:
         settings = Settings.from_env()
         configure_tracing(settings, "twinray-detection")
         self.servicer = DetectionServicer(settings, model_version=model_version)
+        self.readiness = Readiness(self.servicer.store, lambda: self.servicer.detector(common_pb2.ModelRef()))
         self.synthesize = functools.partial(call_app, "NormalSynthesis", "Synthesize", normal_synthesis_app)
         self.segment = functools.partial(call_app, "Segmentation", "Segment", segmentation_app)
         self.forward_batch.set_max_batch_size(max_batch_size)
@@ -42,6 +44,10 @@ class DetectionDeployment:
         """`user_config: {model_version: "3"}` switches the pinned version without a restart."""
         if "model_version" in user_config:
             self.servicer.models.repin(str(user_config["model_version"]))
+
+    async def health(self) -> bool:
+        """For grpc.health.v1 (through the health app): pinned detector loaded, its twin still published, store reachable."""
+        return await self.readiness.check()
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def forward_batch(self, batch: list[tuple[int, torch.Tensor]]) -> list[Detections]:

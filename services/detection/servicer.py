@@ -21,7 +21,9 @@ import torch
 
 from twinray.services.common.image_input import decode_image_message
 from twinray.services.common.model_cache import ModelCache
+from twinray.services.common.triton_runner import triton_runner
 from twinray.services.detection.plan import GENERATOR, MODEL_NAME, TRANSLATOR, DetectorPlan, detector_plan
+from twinray.services.detection.triton_detector import TritonDetector
 from twinray.shared.data.phantoms.pathologies import PATHOLOGIES
 from twinray.shared.models.components.twin import to_input_size
 from twinray.shared.models.detection.network import LesionDetector, detect, detector_from_weights, detector_inputs
@@ -86,11 +88,12 @@ class DetectionServicer:
         self.store = open_store(settings)
         self.limits = ImageLimits.from_settings(settings)
         registry = ModelRegistry(self.store)
-        self.models = ModelCache(registry, MODEL_NAME, detector_from_weights, pinned=model_version)
-        self.translators = ModelCache(registry, TRANSLATOR, translator_from_weights, capacity=1)
+        runner, detector_runner = triton_runner(settings), triton_runner(settings, TritonDetector)
+        self.models = ModelCache(registry, MODEL_NAME, detector_from_weights, pinned=model_version, runner=detector_runner)
+        self.translators = ModelCache(registry, TRANSLATOR, translator_from_weights, capacity=1, runner=runner)
         self._plans: dict[int, DetectorPlan] = {}
 
-    def detector(self, model: common_pb2.ModelRef) -> tuple[int, LesionDetector, DetectorPlan]:
+    def detector(self, model: common_pb2.ModelRef) -> tuple[int, LesionDetector | TritonDetector, DetectorPlan]:
         """The requested (or pinned) detector and its plan; FAILED_PRECONDITION when none is published."""
         try:
             version, detector, _ = self.models.get(model.version, name=model.name)

@@ -9,6 +9,7 @@ from typing import Any
 from ray import serve
 
 from twinray.services.common.errors import grpc_method
+from twinray.services.common.health import Readiness
 from twinray.services.common.internal_call import call_app
 from twinray.services.normal_synthesis.servicer import NormalSynthesisServicer
 from twinray.shared.platform.config import Settings
@@ -22,12 +23,17 @@ class NormalSynthesisDeployment:
         settings = Settings.from_env()
         configure_tracing(settings, "twinray-normal-synthesis")
         self.servicer = NormalSynthesisServicer(settings, model_version=model_version)
+        self.readiness = Readiness(self.servicer.store, self.servicer.models.get)
         self.segmentation_app = segmentation_app
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """`user_config: {model_version: "3"}` switches the pinned version without a restart."""
         if "model_version" in user_config:
             self.servicer.models.repin(str(user_config["model_version"]))
+
+    async def health(self) -> bool:
+        """For grpc.health.v1 (through the health app): pinned model loaded and the store reachable."""
+        return await self.readiness.check()
 
     @grpc_method(normal_synthesis_pb2.SynthesizeResponse)
     async def Synthesize(

@@ -17,6 +17,7 @@ import torch
 from twinray.services.common.image_input import decode_image_message
 from twinray.services.common.messages import anatomy_label_map
 from twinray.services.common.model_cache import ModelCache
+from twinray.services.common.triton_runner import triton_runner
 from twinray.shared.data.anatomy import NUM_ANATOMY_CLASSES
 from twinray.shared.models.components.twin import full_resolution_twin
 from twinray.shared.models.normal_synthesis.network import normal_synthesizer_from_weights
@@ -54,7 +55,13 @@ class NormalSynthesisServicer:
     def __init__(self, settings: Settings, *, model_version: str = "latest") -> None:
         self.store = open_store(settings)
         self.limits = ImageLimits.from_settings(settings)
-        self.models = ModelCache(ModelRegistry(self.store), MODEL_NAME, normal_synthesizer_from_weights, pinned=model_version)
+        self.models = ModelCache(
+            ModelRegistry(self.store),
+            MODEL_NAME,
+            normal_synthesizer_from_weights,
+            pinned=model_version,
+            runner=triton_runner(settings),
+        )
 
     def twin(
         self, model: torch.nn.Module, config: dict[str, Any], version: int, pixels: np.ndarray, anatomy: np.ndarray

@@ -13,6 +13,7 @@ import torch
 from twinray.services.common.image_input import decode_image_message
 from twinray.services.common.messages import anatomy_label_map
 from twinray.services.common.model_cache import ModelCache
+from twinray.services.common.triton_runner import triton_runner
 from twinray.shared.data.anatomy import ANATOMY_CLASSES
 from twinray.shared.models.segmentation.network import segmenter_from_weights
 from twinray.shared.platform.config import Settings
@@ -29,7 +30,9 @@ class SegmentationServicer:
     def __init__(self, settings: Settings, *, model_version: str = "latest") -> None:
         self.store = open_store(settings)
         self.limits = ImageLimits.from_settings(settings)
-        self.models = ModelCache(ModelRegistry(self.store), MODEL_NAME, segmenter_from_weights, pinned=model_version)
+        self.models = ModelCache(
+            ModelRegistry(self.store), MODEL_NAME, segmenter_from_weights, pinned=model_version, runner=triton_runner(settings)
+        )
 
     def predict(self, pixels: np.ndarray, *, version: str = "", name: str = "") -> tuple[np.ndarray, int]:
         """Label map (H,W uint8) at the input resolution, and the model version that produced it."""

@@ -23,8 +23,8 @@ class Settings:
     # Artifact store: empty endpoint = local directory under `store_root` (the embedded default).
     store_root: Path = Path(".twinray/store")
     store_endpoint: str = ""
-    store_access_key: str = ""
-    store_secret_key: str = ""
+    store_access_key: str = dataclasses.field(default="", repr=False)  # credentials: never in a repr
+    store_secret_key: str = dataclasses.field(default="", repr=False)
     store_secure: bool = False
     store_bucket: str = "twinray"
     store_region: str = ""
@@ -32,12 +32,23 @@ class Settings:
     ray_address: str = ""
     grpc_port: int = 9000
     http_port: int = 8000
+    # Triton gRPC endpoint (host:port) that runs the services' networks; empty = run them in-process.
+    triton_url: str = ""
     # OpenTelemetry exporter: "none", "console" or "otlp" (then `otel_endpoint` is used).
     otel_exporter: str = "none"
     otel_endpoint: str = "http://localhost:4317"
     # Input limits.
     max_image_bytes: int = 64 * 1024 * 1024
     max_image_side: int = 8192
+    # Security. A non-empty token: every RPC must carry `authorization: Bearer <token>`; clients send it.
+    auth_token: str = dataclasses.field(default="", repr=False)
+    # TLS for the gRPC ingress: a PEM certificate chain and its key turn on TLS on `tls_port`; the plain
+    # `grpc_port` then answers grpc.health.v1 only (Kubernetes gRPC probes cannot speak TLS).
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_port: int = 9443
+    # Clients: the PEM CA bundle that signed the server's certificate; set = connect with TLS.
+    tls_ca_file: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

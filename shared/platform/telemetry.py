@@ -2,13 +2,17 @@
 
 The exporter is chosen by configuration (`TWINRAY_OTEL_EXPORTER`: none | console | otlp), trace
 context travels in gRPC metadata as W3C `traceparent`/`tracestate`, and spans carry the model name,
-version, image size and batch size so a slow call can be pinned on a model.
+version, image size and batch size so a slow call can be pinned on a model. Never patient data or
+credentials: spans name models and sizes only, and `configure_tracing` mutes pydicom, whose warnings
+and log lines quote the header values (names, IDs, dates) of malformed files.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
+import warnings
 from collections.abc import Iterable, Iterator
 
 from opentelemetry import context as otel_context
@@ -28,6 +32,7 @@ _provider: TracerProvider | None = None
 def configure_tracing(settings: Settings, service_name: str, *, processor: SpanProcessor | None = None) -> TracerProvider:
     """Install the process-wide tracer provider once; `processor` overrides the configured exporter (tests)."""
     global _provider
+    keep_patient_data_out_of_logs()
     with _lock:
         if _provider is not None:
             if processor is not None:
@@ -45,6 +50,14 @@ def configure_tracing(settings: Settings, service_name: str, *, processor: SpanP
         trace.set_tracer_provider(provider)
         _provider = provider
         return provider
+
+
+def keep_patient_data_out_of_logs() -> None:
+    """Silence pydicom in this process: on a malformed file its warnings and log lines quote raw header
+    values (a patient's name, ID or birth date). A service's verdict on such a file is the InvalidInput
+    it returns; the rest would reach the replica logs. Idempotent."""
+    logging.getLogger("pydicom").propagate = False  # its own NullHandler keeps it quiet; children stop here too
+    warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
 
 
 def tracer() -> trace.Tracer:

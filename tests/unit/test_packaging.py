@@ -20,7 +20,11 @@ FOLDERS = {
 def test_the_wheel_installs_only_twinray_with_every_package_and_its_data_files(tmp_path: Path):
     source = tmp_path / "source"  # a copy, so no build/ folder is left in (or reused from) the checkout
     shutil.copytree(
-        ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", ".twinray", "build", "*.egg-info", "__pycache__")
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", ".venv-triton", ".whl", ".device", ".twinray", "build", "*.egg-info", "__pycache__"
+        ),
     )
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(source)],

@@ -10,8 +10,14 @@ Persons are derived from (seed, split, index) by hashing, so splits never share 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import io
+import multiprocessing
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
 
 import numpy as np
 import torch
@@ -247,6 +253,16 @@ def _split_plan(seed: int, split: str, count: int, abnormal_fraction: float, gen
     return plan
 
 
+def _render(render: Callable[..., Any], item: dict) -> Any:
+    return render(**item)
+
+
+def _rendered(render: Callable[..., Any], items: list[dict], pool: ProcessPoolExecutor | None) -> Iterator[Any]:
+    """Each item's phantom, in order; rendered in `pool`'s worker processes when there is one."""
+    work = functools.partial(_render, render)
+    return pool.map(work, items, chunksize=4) if pool else map(work, items)
+
+
 def write_phantom_dataset(
     store: ArtifactStore,
     name: str,
@@ -258,14 +274,18 @@ def write_phantom_dataset(
     shard_size: int = 256,
     generator: str = cxr.GENERATOR_VERSION,
     progress: bool = True,
+    workers: int = 1,
 ) -> dict:
     """Render and store dataset `name` with phantom `generator`, or reuse it when a complete one with
-    these parameters exists.
+    these parameters exists. `workers` > 1 renders in that many processes: every image has its own
+    seed, so the dataset is the same whatever the count.
 
     `splits` maps split name -> image count. Returns the manifest. A dataset of that name with other
     parameters is an InvalidInput error, never overwritten.
     """
     _check_request(name, size, splits, seed, abnormal_fraction, shard_size, generator)
+    if not isinstance(workers, int) or workers < 1:
+        raise InvalidInput(f"dataset {name!r}: workers must be a positive integer, got {workers!r}")
     wanted = _parameters(size, splits, seed, abnormal_fraction, shard_size, generator)
     if store.exists(manifest_key(name)):
         existing = read_phantom_manifest(store, name)
@@ -287,13 +307,17 @@ def write_phantom_dataset(
         **({"pathologies": list(PATHOLOGIES), "views": list(VIEWS)} if generator != cxr.GENERATOR_VERSION else {}),
         "splits": {},
     }
-    with tqdm(total=len(persons), desc=f"phantoms {name}", unit="img", disable=not progress) as bar:
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
+    with (
+        pool or contextlib.nullcontext(),
+        tqdm(total=len(persons), desc=f"phantoms {name}", unit="img", disable=not progress) as bar,
+    ):
         for split, plan in plans.items():
             shards = []
             for index, start in enumerate(range(0, len(plan), shard_size)):
                 phantoms = []
-                for item in plan[start : start + shard_size]:
-                    phantoms.append(render(size=size, **item))
+                for phantom in _rendered(functools.partial(render, size=size), plan[start : start + shard_size], pool):
+                    phantoms.append(phantom)
                     bar.update()
                 ref = store.put_bytes(shard_key(name, split, index), _shard_bytes(phantoms, version))
                 shards.append({"key": ref.key, "sha256": ref.sha256, "count": len(phantoms), "bytes": ref.size})

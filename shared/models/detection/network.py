@@ -10,7 +10,8 @@ ablation that tests this (Lin et al. 2017 RetinaNet, ResNet + FPN P3-P7, no pret
 - concat: the image + the signed residual as a second input channel;
 - attention: the backbone reads the image alone; the residual, pooled to each pyramid level, gates
   that level's features as features * (1 + a), a = sigmoid(small conv net) in (0, 1), so a map near
-  zero leaves the features as they are.
+  zero leaves the features as they are. The v2 head's GroupNorm normalises away what is uniform over
+  a level, so the gates say where to look, not how loudly.
 
 Every variant takes ONE stacked input (N, C, S, S) built by `detector_inputs`. Labels follow
 torchvision's RetinaNet: a sigmoid focal loss on one-hot targets with no background class, so
@@ -20,7 +21,9 @@ torchvision's RetinaNet: a sigmoid focal loss on one-hot targets with no backgro
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
+import math
 from collections import OrderedDict
 from typing import Any
 
@@ -31,6 +34,7 @@ from torchvision.models import resnet18, resnet34
 from torchvision.models.detection import RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from twinray.shared.data.anatomy import NUM_ANATOMY_CLASSES
@@ -38,6 +42,7 @@ from twinray.shared.data.phantoms.pathologies import PATHOLOGIES
 from twinray.shared.models.components.config import ModelConfig
 
 VARIANTS: tuple[str, ...] = ("baseline", "anatomy", "concat", "attention")
+HEADS: tuple[str, ...] = ("v1", "v2")
 BACKBONES = {"resnet18": resnet18, "resnet34": resnet34}
 LEVELS: tuple[str, ...] = ("P3", "P4", "P5", "P6", "P7")  # strides 8 .. 128
 IMAGE_MEAN, IMAGE_STD = 0.5, 0.25  # the image channel's normalisation; the other channels are left as they are
@@ -55,12 +60,17 @@ class DetectorConfig(ModelConfig):
     anchor_sizes: tuple[float, ...] = (8.0, 16.0, 32.0, 64.0, 128.0)
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)  # height / width
     attention_hidden: int = 16  # width of each level's attention conv net (attention variant)
+    # torchvision's RetinaNet v2 head: GroupNorm in both heads' conv towers and a GIoU box loss, which
+    # train from scratch more steadily than the v1 head (no norm, L1 loss); "v1" keeps that one.
+    head: str = "v2"
     score_threshold: float = 0.05
     detections_per_image: int = 100
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown detector variant {self.variant!r}: choose one of {', '.join(VARIANTS)}")
+        if self.head not in HEADS:
+            raise ValueError(f"unknown detector head {self.head!r}: choose one of {', '.join(HEADS)}")
         if self.backbone not in BACKBONES:
             raise ValueError(f"unknown detector backbone {self.backbone!r}: choose one of {', '.join(BACKBONES)}")
         if self.input_size <= 0 or self.input_size % 32:
@@ -72,6 +82,10 @@ class DetectorConfig(ModelConfig):
         for name in ("num_classes", "fpn_channels", "attention_hidden", "detections_per_image"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.head == "v2" and self.fpn_channels < 2:
+            raise ValueError(
+                f"the v2 head normalises groups of two channels at least: fpn_channels >= 2, got {self.fpn_channels}"
+            )
         if not 0 <= self.score_threshold < 1:
             raise ValueError(f"score_threshold must be in [0, 1), got {self.score_threshold}")
 
@@ -164,6 +178,17 @@ class ResidualAttentionBackbone(nn.Module):
         return gated
 
 
+def _head(config: DetectorConfig, anchors: int) -> RetinaNetHead:
+    """The classification and box heads, as torchvision's retinanet_resnet50_fpn (v1) or _v2 builds them
+    (GroupNorm of up to 32 groups of at least two channels; the box loss set as that builder sets it)."""
+    if config.head == "v1":
+        return RetinaNetHead(config.fpn_channels, anchors, config.num_classes)
+    groups = math.gcd(32, config.fpn_channels // 2)  # two channels a group at least: a 1 x 1 level of one image still normalises
+    head = RetinaNetHead(config.fpn_channels, anchors, config.num_classes, norm_layer=functools.partial(nn.GroupNorm, groups))
+    head.regression_head._loss_type = "giou"
+    return head
+
+
 class LesionDetector(RetinaNet):
     """RetinaNet on `detector_inputs(config, ...)` (N, C, S, S): train mode takes targets (one dict
     per image: "boxes" (K,4) xyxy px float, "labels" (K,) int64 in [0, num_classes)) and returns its
@@ -179,6 +204,10 @@ class LesionDetector(RetinaNet):
             backbone: nn.Module = ResidualAttentionBackbone(_resnet_fpn(config, 1), config.attention_hidden)
         else:
             backbone = _resnet_fpn(config, channels)
+        anchors = AnchorGenerator(
+            tuple(tuple(base * 2 ** (octave / 3) for octave in range(3)) for base in config.anchor_sizes),
+            (config.aspect_ratios,) * len(LEVELS),
+        )
         super().__init__(
             backbone,
             config.num_classes,
@@ -186,10 +215,8 @@ class LesionDetector(RetinaNet):
             max_size=config.input_size,
             image_mean=[IMAGE_MEAN] + [0.0] * (channels - 1),
             image_std=[IMAGE_STD] + [1.0] * (channels - 1),
-            anchor_generator=AnchorGenerator(
-                tuple(tuple(base * 2 ** (octave / 3) for octave in range(3)) for base in config.anchor_sizes),
-                (config.aspect_ratios,) * len(LEVELS),
-            ),
+            anchor_generator=anchors,
+            head=_head(config, anchors.num_anchors_per_location()[0]),
             score_thresh=config.score_threshold,
             detections_per_img=config.detections_per_image,
         )

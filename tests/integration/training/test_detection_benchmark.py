@@ -10,9 +10,11 @@ import pytest
 from PIL import Image
 
 from twinray.services.cli.main import main
+from twinray.shared.data.phantoms.dataset import write_phantom_dataset
 from twinray.shared.evaluation.report import check_shape
 from twinray.shared.models.detection.network import DetectorConfig
 from twinray.shared.platform.errors import InvalidInput
+from twinray.shared.platform.storage import open_store
 from twinray.training.detection_benchmark import LEARNED_ROWS, ROWS, DetectionBudget, run_detection_benchmark
 
 pytestmark = pytest.mark.integration
@@ -47,6 +49,7 @@ def test_every_row_is_fitted_per_seed_chosen_on_val_and_scored_once(
         "matching-pairs": trained_translator.version,
         "normal-synthesis": trained_normal_synthesizer.version,
     }
+    assert protocol["models_trained_on"] == phantom_dataset
     assert [chosen["synthetic_count"] for chosen in protocol["chosen"]["attention_synthetic"]] != []
     assert all(chosen["synthetic_count"] in (12, 24) for chosen in protocol["chosen"]["attention_synthetic"])
     for name in ("ablation.png", "ablation-attention.png"):
@@ -56,9 +59,15 @@ def test_every_row_is_fitted_per_seed_chosen_on_val_and_scored_once(
 
 
 def test_bad_requests_are_refused_before_anything_trains(twinray_settings, phantom_dataset, capsys):
+    store = open_store(twinray_settings)
+    write_phantom_dataset(
+        store, "v1-phantoms", size=64, splits={"train": 4, "val": 2, "test": 2}, seed=1, generator="cxr-phantom/1", progress=False
+    )
     with pytest.raises(InvalidInput, match="distinct seeds"):
         run_detection_benchmark(twinray_settings, dataset=phantom_dataset, seeds=[0, 0])
     with pytest.raises(InvalidInput, match="score another split"):
         run_detection_benchmark(twinray_settings, dataset=phantom_dataset, seeds=[0], split="val")
+    with pytest.raises(InvalidInput, match="has generator_version 'cxr-phantom/1'"):
+        run_detection_benchmark(twinray_settings, dataset=phantom_dataset, seeds=[0], tools_dataset="v1-phantoms")
     assert main(["eval", "detection", "--seeds", "0"]) == 2
     assert "--seeds must be at least 1" in capsys.readouterr().err

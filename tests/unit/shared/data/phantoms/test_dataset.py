@@ -93,6 +93,17 @@ def test_a_v2_dataset_round_trips_every_field_of_the_renderer(store: RecordingSt
         np.testing.assert_array_equal(train.lesion_classes[i][: train.box_count[i]], ph.lesion_classes)
 
 
+def test_worker_processes_render_the_same_dataset(tmp_path: Path) -> None:
+    one, two = LocalStore(tmp_path / "one", "test"), LocalStore(tmp_path / "two", "test")
+    serial = write_phantom_dataset(one, "v2", **PARAMS, generator="cxr-phantom/2")
+    parallel = write_phantom_dataset(two, "v2", **PARAMS, generator="cxr-phantom/2", workers=2)
+    assert [shard["sha256"] for split in SPLITS for shard in serial["splits"][split]["shards"]] == [
+        shard["sha256"] for split in SPLITS for shard in parallel["splits"][split]["shards"]
+    ]
+    with pytest.raises(InvalidInput, match="workers must be a positive integer"):
+        write_phantom_dataset(one, "other", **PARAMS, workers=0)
+
+
 def test_an_unknown_generator_is_invalid_input(store: RecordingStore) -> None:
     with pytest.raises(InvalidInput, match="cxr-phantom/9"):
         write_phantom_dataset(store, "tiny", **PARAMS, generator="cxr-phantom/9")

@@ -76,8 +76,13 @@ def test_training_returns_finite_losses_that_reach_the_first_convolution(variant
     assert first_conv.shape[1] == (1 if variant == "attention" else input_channels(model.config))
     assert first_conv.grad is not None and first_conv.grad.abs().sum() > 0
     if variant == "attention":
-        gate_grads = [net[0].weight.grad for net in model.backbone.attention.values()]
-        assert all(grad is not None and grad.abs().sum() > 0 for grad in gate_grads)
+        # the v2 head's GroupNorm normalises a gate that is uniform over its level away: at 64 px P6 and
+        # P7 are one cell, so only the levels with several cells learn where to look
+        cells = {level: gate[0, 0].numel() for level, gate in model.backbone.last_attention.items()}
+        assert cells["P6"] == cells["P7"] == 1
+        gate_grads = {level: net[0].weight.grad for level, net in model.backbone.attention.items()}
+        assert all(gate_grads[level].abs().sum() > 0 for level in LEVELS if cells[level] > 1)
+        assert all(gate_grads[level] is None or gate_grads[level].abs().max() < 1e-6 for level in ("P6", "P7"))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -239,3 +244,15 @@ def test_rebuild_from_published_config_and_weights(variant):
 def test_bad_configs_are_refused(change, message):
     with pytest.raises(ValueError, match=message):
         dataclasses.replace(TINY, **change)
+
+
+def test_the_v2_head_normalises_its_towers_and_regresses_giou_the_v1_head_neither():
+    v2, v1 = _detector("baseline"), LesionDetector(dataclasses.replace(TINY, head="v1"))
+    norms = [m for m in v2.head.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert len(norms) == 8 and {m.num_groups for m in norms} == {8}  # 4 per tower; 16 channels, two a group
+    assert v2.head.regression_head._loss_type == "giou" and v1.head.regression_head._loss_type == "l1"
+    assert not [m for m in v1.head.modules() if isinstance(m, torch.nn.GroupNorm)]
+    with pytest.raises(ValueError, match="unknown detector head"):
+        DetectorConfig(head="v3")
+    with pytest.raises(ValueError, match="fpn_channels >= 2"):
+        DetectorConfig(fpn_channels=1)
