@@ -44,7 +44,9 @@ def train_detector(settings: Settings, store: ArtifactStore, twin_version: int, 
         print(f"      reusing published {DETECTOR} v{version} (delete {store.uri('models/' + DETECTOR)} to retrain)")
         return version
     residuals = write_twin_residuals(store, model=GENERATOR, model_version=twin_version, dataset=dataset)
-    print(f"      twin residuals {residuals['name']!r}: {residuals['counts']}")
+    print(
+        f"      twin residuals {residuals['name']!r}: { ({split: entry['count'] for split, entry in residuals['splits'].items()}) }"
+    )
     config = detection_config("attention", dataset=dataset, residuals=residuals["name"], epochs=DEMO_EPOCHS, model=DEMO_DETECTOR)
     version = train_detection(settings, config).version
     print(f"      published {DETECTOR} v{version} in {store.uri(f'models/{DETECTOR}/{version}')}")

@@ -156,8 +156,12 @@ def test_a_failed_rayjob_exits_non_zero_with_one_line(k8s, capsys):
     assert _one_line_error(capsys) == "twinray: RayJob ml/seg-2 failed (Failed, job FAILED); logs: kubectl logs -n ml job/seg-2"
 
 
-def test_ctrl_c_stops_following_not_the_job_and_follow_picks_it_up(k8s, capsys):
+def test_ctrl_c_stops_following_not_the_job_and_follow_picks_it_up(k8s, capsys, request):
     ctrl_c = lambda: os.kill(os.getpid(), signal.SIGINT)  # noqa: E731  (what a terminal sends)
+    # a fresh `twinray` process has Python's own SIGINT handler; this test process may hold another
+    # (a Ray driver started by an earlier test installs its own)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     _kuberay(k8s, [INITIALIZING, ctrl_c, RUNNING, {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}])
     with pytest.raises(SystemExit) as stopped:
         main(["train", "normal-synthesis", "--k8s", "--namespace", "team-b", "--job-name", "twin-3", "--poll-seconds", "0.01"])

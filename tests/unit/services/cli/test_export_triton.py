@@ -17,6 +17,7 @@ from twinray.shared.platform.storage import open_store
 
 def test_export_triton_writes_the_repository_into_the_store(tmp_path: Path, monkeypatch, capsys):
     monkeypatch.setenv("TWINRAY_HOME", str(tmp_path))
+    monkeypatch.setenv("TWINRAY_STORE_ROOT", str(tmp_path / "store"))  # the suite exports the session's
     store = open_store(Settings.from_env())
     config = SegmenterConfig(input_size=32, channels=(4, 8))
     weights = io.BytesIO()
@@ -34,6 +35,7 @@ def test_export_triton_writes_the_repository_into_the_store(tmp_path: Path, monk
 @pytest.mark.parametrize(("models", "message"), [(["segmenter"], "no served network"), (["detection"], "no published version")])
 def test_unknown_or_unpublished_models_exit_2_with_one_line(tmp_path: Path, monkeypatch, capsys, models, message):
     monkeypatch.setenv("TWINRAY_HOME", str(tmp_path))
+    monkeypatch.setenv("TWINRAY_STORE_ROOT", str(tmp_path / "store"))  # the suite exports the session's
     assert main(["export", "triton", "--models", *models]) == 2
     error = capsys.readouterr().err
     assert message in error and error.count("\n") == 1
