@@ -28,6 +28,7 @@ from twinray.shared.models.segmentation.network import segmenter_from_weights
 from twinray.shared.platform.imaging import unit_images
 from twinray.shared.platform.registry import ModelRegistry
 from twinray.shared.platform.storage import ArtifactStore
+from twinray.shared.platform.telemetry import keep_patient_data_out_of_logs
 from twinray.shared.synthesis.synthetic_abnormal import anatomy_maps
 from twinray.training.config import TrainConfig
 
@@ -111,6 +112,7 @@ def _rsna_split(config: DetectionTrainConfig, split: str, segmenter: torch.nn.Mo
     detector's input size S with its boxes, stored as uint8 (N x S x S bytes: 26,684 images at S = 256
     are 1.75 GB) with the anatomy maps of the float image when the variant reads them. DICOMs are decoded
     by as many processes as torch has threads (the Ray worker's CPUs): about 40 ms each at 1024 px."""
+    keep_patient_data_out_of_logs()  # the Ray Train worker decodes real DICOMs: pydicom would quote their headers
     size = config.model.input_size
     dataset = rsna_split(config.root, split, size)
     image = torch.empty((len(dataset), 1, size, size), dtype=torch.uint8)

@@ -5,6 +5,7 @@ read split by split as the detector reads it, and the inputs `prepare` refuses b
 from __future__ import annotations
 
 import dataclasses
+import logging
 import shutil
 import zipfile
 from pathlib import Path
@@ -98,6 +99,12 @@ def test_the_anatomy_variant_labels_the_float_images(root: Path) -> None:
     floats = torch.stack([torch.from_numpy(item.image) for item in rsna_split(root, "val", S)])[:, None]
     assert torch.equal(val.anatomy, anatomy_maps(segmenter, floats, torch.device("cpu")).to(torch.uint8))
     assert val.inputs(DetectorConfig(input_size=S, variant="anatomy"), torch.arange(2)).shape[:2] == (2, 1 + NUM_ANATOMY_CLASSES)
+
+
+def test_reading_real_dicoms_keeps_pydicom_from_quoting_their_headers(root: Path, monkeypatch) -> None:
+    monkeypatch.setattr(logging.getLogger("pydicom"), "propagate", True)  # as a fresh worker process has it
+    detection_split(None, rsna_config(root), "val", None)
+    assert logging.getLogger("pydicom").propagate is False
 
 
 def test_prepare_makes_the_root_absolute_and_records_the_split(root: Path, tmp_path: Path, monkeypatch) -> None:
