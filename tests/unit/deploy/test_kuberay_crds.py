@@ -6,47 +6,12 @@ silently, so a misspelt field would just vanish: the schema is checked here with
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import jsonschema
 import pytest
 import yaml
 
 CRDS = Path(__file__).with_name("kuberay_crds")
-FILES = {"RayService": "ray.io_rayservices.yaml", "RayJob": "ray.io_rayjobs.yaml"}
-SUBSCHEMAS = ("properties", "patternProperties")  # keywords whose values are maps of schemas
-SCHEMA_LISTS = ("allOf", "anyOf", "oneOf")
-SCHEMA_VALUES = ("items", "additionalProperties", "not")
-
-
-def closed(schema: dict[str, Any]) -> dict[str, Any]:
-    """The schema with every object that lists its properties closed to others, as strict validation does."""
-    schema = dict(schema)
-    if "properties" in schema and "additionalProperties" not in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
-        schema["additionalProperties"] = False
-    for key in SUBSCHEMAS:
-        if key in schema:
-            schema[key] = {name: closed(sub) for name, sub in schema[key].items()}
-    for key in SCHEMA_LISTS:
-        if key in schema:
-            schema[key] = [closed(sub) for sub in schema[key]]
-    for key in SCHEMA_VALUES:
-        if isinstance(schema.get(key), dict):
-            schema[key] = closed(schema[key])
-    return schema
-
-
-@pytest.fixture(scope="module")
-def validators() -> dict[str, jsonschema.Draft4Validator]:
-    """kind -> a validator of the ray.io/v1 schema (OpenAPI v3 schemas follow JSON Schema draft 4's keywords)."""
-    out = {}
-    for kind, name in FILES.items():
-        crd = yaml.load((CRDS / name).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        assert crd["spec"]["names"]["kind"] == kind
-        (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
-        assert version["served"] and version["storage"]
-        out[kind] = jsonschema.Draft4Validator(closed(version["schema"]["openAPIV3Schema"]))
-    return out
 
 
 def errors(validator: jsonschema.Draft4Validator, manifest: dict) -> list[str]:
@@ -57,15 +22,15 @@ def test_the_crds_carry_their_licence():
     assert "Apache License" in (CRDS / "LICENSE").read_text()
 
 
-def test_ray_resources_match_the_kuberay_crds(chart, documented_values: Path, validators):
+def test_ray_resources_match_the_kuberay_crds(chart, documented_values: Path, kuberay_validators):
     manifests = chart.render(documented_values)
     ray = [m for m in manifests if m["apiVersion"] == "ray.io/v1"]
     assert sum(m["kind"] == "RayService" for m in ray) == 1
     for manifest in ray:
-        assert errors(validators[manifest["kind"]], manifest) == [], manifest["metadata"]["name"]
+        assert errors(kuberay_validators[manifest["kind"]], manifest) == [], manifest["metadata"]["name"]
 
 
-def test_every_training_job_matches_the_rayjob_crd(chart, validators):
+def test_every_training_job_matches_the_rayjob_crd(chart, kuberay_validators):
     """Every training command's RayJob, with GPUs and a deadline (no documented values file turns them all on)."""
     models = yaml.safe_load((chart.path / "values.yaml").read_text())["training"]["jobs"]
     sets = [
@@ -80,7 +45,7 @@ def test_every_training_job_matches_the_rayjob_crd(chart, validators):
     jobs = [m for m in chart.render(sets=tuple(sets)) if m["kind"] == "RayJob"]
     assert len(jobs) == len(models) == 7
     for job in jobs:
-        assert errors(validators["RayJob"], job) == []
+        assert errors(kuberay_validators["RayJob"], job) == []
 
 
 @pytest.mark.parametrize(
@@ -91,17 +56,17 @@ def test_every_training_job_matches_the_rayjob_crd(chart, validators):
         (("spec", "rayClusterConfig", "headGroupSpec", "template", "spec", "containers", 0), "envv"),
     ],
 )
-def test_a_misplaced_field_is_caught(chart, validators, path: tuple, key: str):
+def test_a_misplaced_field_is_caught(chart, kuberay_validators, path: tuple, key: str):
     """The closed schema is what makes these errors: the CRD as published would let the API server prune them."""
     service = chart.one(chart.render(sets=chart.credentials), "RayService")
     target = service
     for step in path:
         target = target[step]
     target[key] = {}
-    assert any(key in message for message in errors(validators["RayService"], service))
+    assert any(key in message for message in errors(kuberay_validators["RayService"], service))
 
 
-def test_a_wrong_type_is_caught(chart, validators):
+def test_a_wrong_type_is_caught(chart, kuberay_validators):
     service = chart.one(chart.render(sets=chart.credentials), "RayService")
     service["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["replicas"] = "two"
-    assert errors(validators["RayService"], service)
+    assert errors(kuberay_validators["RayService"], service)

@@ -12,7 +12,6 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import jsonschema
 import kmock
 import pytest
 import yaml
@@ -23,7 +22,6 @@ from twinray.services.cli.main import main
 
 RAYJOBS = kmock.resource("ray.io", "v1", "rayjobs")
 RAYSERVICES = kmock.resource("ray.io", "v1", "rayservices")
-CRDS = Path(__file__).parents[4] / "tests/unit/deploy/kuberay_crds"  # the chart tests' copy, with its licence
 NAMESPACE = "ml"  # the kubeconfig context's
 
 
@@ -190,27 +188,8 @@ def test_a_taken_job_name_is_a_conflict(k8s, capsys):
 # --- twinray scale ---------------------------------------------------------------------------------
 
 
-def _strict(schema: object) -> object:
-    """Unknown fields fail (the API server would drop them silently)."""
-    if isinstance(schema, list):
-        return [_strict(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {key: _strict(value) for key, value in schema.items()}
-    if "properties" in schema and "additionalProperties" not in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
-        out["additionalProperties"] = False
-    return out
-
-
-@pytest.fixture(scope="module")
-def rayservice_schema() -> jsonschema.Validator:
-    crd = yaml.load((CRDS / "ray.io_rayservices.yaml").read_text(), Loader=yaml.CSafeLoader)
-    (v1,) = [version for version in crd["spec"]["versions"] if version["name"] == "v1"]
-    return jsonschema.Draft7Validator(_strict(v1["schema"]["openAPIV3Schema"]))
-
-
 @pytest.fixture
-def rayservice(k8s, rayservice_schema) -> dict:
+def rayservice(k8s, kuberay_validators) -> dict:
     """The chart's RayService as the API would return it: services/serve_config.yaml as its serveConfigV2."""
     head = {"template": {"spec": {"containers": [{"name": "ray-head", "image": "reg/twinray:1"}]}}}
     body = {
@@ -219,7 +198,7 @@ def rayservice(k8s, rayservice_schema) -> dict:
         "metadata": {"name": "twinray", "namespace": NAMESPACE, "resourceVersion": "41"},
         "spec": {"serveConfigV2": SERVE_CONFIG.read_text(), "rayClusterConfig": {"headGroupSpec": head}},
     }
-    rayservice_schema.validate(body)
+    kuberay_validators["RayService"].validate(body)
     k8s.handler.objects[RAYSERVICES, NAMESPACE, "twinray"] = body
     return body
 
@@ -228,7 +207,7 @@ def _apps(serve_config: str) -> dict[str, dict]:
     return {app["name"]: app for app in yaml.safe_load(serve_config)["applications"]}
 
 
-def test_scale_merge_patches_the_one_application(k8s, rayservice, rayservice_schema, capsys):
+def test_scale_merge_patches_the_one_application(k8s, rayservice, kuberay_validators, capsys):
     assert main(["scale", "normal-synthesis", "3"]) == 0
 
     (patch,) = k8s.sent(kmock.action.UPDATE, RAYSERVICES)
@@ -241,7 +220,7 @@ def test_scale_merge_patches_the_one_application(k8s, rayservice, rayservice_sch
     assert after == before
     stored = k8s.handler.objects[RAYSERVICES, NAMESPACE, "twinray"].raw
     assert stored["spec"]["serveConfigV2"] == patch.data["spec"]["serveConfigV2"]
-    rayservice_schema.validate(stored)
+    kuberay_validators["RayService"].validate(stored)
     assert (
         capsys.readouterr().out.splitlines()[0] == "RayService ml/twinray: normal-synthesis/NormalSynthesis num_replicas 1 -> 3"
     )

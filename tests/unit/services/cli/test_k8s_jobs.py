@@ -2,34 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import jsonschema
 import pytest
-import yaml
 
 from twinray.services.cli.k8s_jobs import TrainJob, fullname, rayjob_manifest
-
-CRDS = Path(__file__).parents[4] / "tests/unit/deploy/kuberay_crds"  # the chart tests' copy, with its licence
-
-
-def strict(schema: object) -> object:
-    """The API server drops unknown fields without a word: here they fail, so a misspelt field is caught."""
-    if isinstance(schema, list):
-        return [strict(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {key: strict(value) for key, value in schema.items()}
-    if "properties" in schema and "additionalProperties" not in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
-        out["additionalProperties"] = False
-    return out
-
-
-@pytest.fixture(scope="module")
-def rayjob_schema() -> jsonschema.Validator:
-    crd = yaml.load((CRDS / "ray.io_rayjobs.yaml").read_text(), Loader=yaml.CSafeLoader)
-    (v1,) = [version for version in crd["spec"]["versions"] if version["name"] == "v1"]
-    return jsonschema.Draft7Validator(strict(v1["schema"]["openAPIV3Schema"]))
 
 
 def _errors(validator: jsonschema.Validator, manifest: dict) -> list[str]:
@@ -44,7 +20,7 @@ def _pods(manifest: dict) -> dict[str, dict]:
 
 
 @pytest.mark.parametrize("gpus", [0, 2])
-def test_the_manifest_is_a_valid_rayjob(rayjob_schema, gpus):
+def test_the_manifest_is_a_valid_rayjob(kuberay_validators, gpus):
     job = TrainJob(
         name="twinray-segmentation-ab12c",
         model="segmentation",
@@ -54,7 +30,7 @@ def test_the_manifest_is_a_valid_rayjob(rayjob_schema, gpus):
         gpus_per_worker=gpus,
     )
     manifest = rayjob_manifest(job, "ml")
-    assert _errors(rayjob_schema, manifest) == []
+    assert _errors(kuberay_validators["RayJob"], manifest) == []
     spec = manifest["spec"]
     assert spec["entrypoint"] == "twinray train segmentation --workers 3"
     (group,) = spec["rayClusterSpec"]["workerGroupSpecs"]
@@ -92,9 +68,9 @@ def test_fullname_follows_the_chart(release, name):
     assert fullname(release) == name
 
 
-def test_the_schema_check_catches_a_misplaced_field(rayjob_schema):
+def test_the_schema_check_catches_a_misplaced_field(kuberay_validators):
     manifest = rayjob_manifest(TrainJob(name="j", model="segmentation", train_args=(), image="i"), "ml")
     manifest["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["gpus"] = 1
     manifest["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["replicas"] = "3"
-    errors = _errors(rayjob_schema, manifest)
+    errors = _errors(kuberay_validators["RayJob"], manifest)
     assert any("'gpus' was unexpected" in e for e in errors) and any("'3' is not of type 'integer'" in e for e in errors)
