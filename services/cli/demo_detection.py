@@ -6,6 +6,7 @@ residual it read and its attention per pyramid level.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import grpc
@@ -40,7 +41,7 @@ def train_detector(settings: Settings, store: ArtifactStore, twin_version: int, 
     residuals of twin generator `twin_version`, stored once as a dataset) when there is none."""
     registry = ModelRegistry(store)
     version = registry.latest_trained_on(DETECTOR, dataset)
-    if version is not None and registry.load(DETECTOR, version).config["variant"] == "attention":
+    if version is not None and json.loads(registry.read_file(DETECTOR, version, "config.json"))["variant"] == "attention":
         print(f"      reusing published {DETECTOR} v{version} (delete {store.uri('models/' + DETECTOR)} to retrain)")
         return version
     residuals = write_twin_residuals(store, model=GENERATOR, model_version=twin_version, dataset=dataset)
